@@ -1,0 +1,62 @@
+# The book's two commands (see README.md):
+#   make book   create .venv, install everything, execute every chapter, render the HTML book
+#   make test   same set-up, then the unit tests and every notebook under nbval
+# and a few more: make serve, make lab, make assignments, make grade SUBMISSIONS=dir, make colab-check
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip
+PORT   ?= 8000
+
+# Trained weights, the preprocessed data and unpacked archives live here (git-ignored).
+export FEWSHOT_CACHE ?= $(CURDIR)/.cache
+# Quiet gym's banner that `import learn2learn` prints.
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+.PHONY: env book serve test unit notebooks lab assignments grade colab-check browser-check methods clean
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q pip==26.3
+	$(PIP) install -q -c requirements.txt cython setuptools wheel numpy
+	@# learn2learn 0.2.0 ships C files that fail on Python >= 3.11: re-cythonize them (no cache,
+	@# so that a cached wheel cannot hide a broken build).
+	$(PIP) install -q -c requirements.txt --no-cache-dir --no-build-isolation learn2learn \
+	    --config-settings="--build-option=build_ext"
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
+	touch $(STAMP)
+
+book: env
+	$(BIN)/jupyter-book build -W -n --keep-going .
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html  (make serve: http://localhost:$(PORT))"
+
+serve: book
+	$(BIN)/python -m http.server --directory _build/html $(PORT)
+
+test: unit notebooks
+
+unit: env
+	$(BIN)/python -m pytest tests
+
+notebooks: env
+	cd chapters && ../$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider .
+
+lab: env
+	$(BIN)/jupyter lab --allow-root chapters
+
+assignments: env
+	$(BIN)/python assignments/classroom.py generate
+
+grade: env
+	$(BIN)/python assignments/classroom.py autograde $(SUBMISSIONS)
+
+methods: env
+	$(BIN)/python -m utils.collect
+
+clean:
+	rm -rf _build

@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from utils.config import cache_dir, setup
+
+
+def test_budget_from_the_environment(monkeypatch, capsys):
+    monkeypatch.setenv("FEWSHOT_BUDGET", "full")
+    s = setup(seed=3, device="cpu")
+    assert (s.budget, s.seed, s.device.type) == ("full", 3, "cpu")
+    assert s.pick(quick=1, full=2) == 2 and s.n_test_episodes == 600
+    assert "budget=full" in capsys.readouterr().out  # every chapter prints what it runs with
+
+
+def test_argument_beats_environment_and_quick_is_the_cpu_default(monkeypatch):
+    monkeypatch.setenv("FEWSHOT_BUDGET", "full")
+    assert setup(budget="quick", device="cpu").pick(1, 2) == 1
+    monkeypatch.delenv("FEWSHOT_BUDGET")
+    assert setup(device="cpu").budget == "quick"
+
+
+def test_bad_budget_and_seed(monkeypatch):
+    with pytest.raises(ValueError, match="unknown budget 'fast': allowed are quick, full"):
+        setup(budget="fast")
+    monkeypatch.setenv("FEWSHOT_BUDGET", "slow")
+    with pytest.raises(ValueError, match="'slow'"):
+        setup()
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        setup(seed=-1, budget="quick")
+
+
+def test_seeding_makes_runs_repeatable():
+    setup(seed=7, budget="quick")
+    a = torch.rand(3)
+    setup(seed=7, budget="quick")
+    assert torch.equal(a, torch.rand(3))
+
+
+def test_cache_dir_follows_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c" and cache_dir().is_dir()

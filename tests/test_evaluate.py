@@ -1,0 +1,48 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from utils.episodes import Episodes
+from utils.evaluate import Accuracy, evaluate, mean_ci95, results_table
+from test_episodes import numbered_classes
+
+
+def test_confidence_interval_formula():
+    v = [0.5, 0.7, 0.9, 1.0]
+    mean, half = mean_ci95(v)
+    sample_std = math.sqrt(sum((x - 0.775) ** 2 for x in v) / 3)
+    assert mean == pytest.approx(0.775)
+    assert half == pytest.approx(1.96 * sample_std / 2)
+
+
+def test_interval_edge_cases():
+    assert math.isnan(mean_ci95([0.3])[1])
+    assert mean_ci95([1.0, 1.0, 1.0]) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_ci95([])
+
+
+def oracle(support, support_labels, query):
+    """Knows the numbered images: class of a query = the label of the support of its class."""
+    s_class, q_class = support[:, 0, 0, 0] // 20, query[:, 0, 0, 0] // 20
+    return torch.stack([support_labels[s_class == c][0] for c in q_class])
+
+
+def test_evaluate_scores_and_labels():
+    episodes = Episodes(numbered_classes(), 4, 1, 3, 5)
+    perfect = evaluate(oracle, episodes)
+    assert perfect.mean == 100 and perfect.ci95 == 0 and len(perfect.per_episode) == 5
+    # scores instead of labels: the argmax is taken; always predicting class 0 scores 1/N
+    constant = evaluate(lambda s, y, q: torch.eye(4)[[0] * len(q)], episodes)
+    assert constant.mean == pytest.approx(25)
+    assert str(perfect) == "100.00 ± 0.00 %"
+
+
+def test_results_table():
+    acc = Accuracy(np.array([0.9, 1.0]))
+    table = results_table({"ours": {"5-way 1-shot": acc}}, paper={"ours": {"5-way 1-shot": 98.8}}, cite="Snell")
+    lines = table.splitlines()
+    assert lines[0] == "| method | 5-way 1-shot |"
+    assert lines[2] == f"| ours | {acc} |" and lines[3] == "| ours (Snell) | 98.8 % |"

@@ -1,0 +1,80 @@
+"""Checks of the repository itself: clean notebooks, the table of contents, the Colab cell,
+the generated methods module, and the two lists of pinned packages."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from utils import collect
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+
+
+def code_cells(path):
+    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 1
+
+
+@pytest.mark.parametrize("path", CHAPTERS + sorted(ROOT.glob("assignments/source/*/*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(path):
+    for cell in code_cells(path):
+        assert cell.get("outputs") == [] and cell.get("execution_count") is None, source(cell)[:60]
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    toc = (ROOT / "_toc.yml").read_text()
+    for path in CHAPTERS:
+        assert f"file: chapters/{path.stem}\n" in toc, path.name
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_starts_with_the_colab_cell_and_the_setup(path):
+    first, second = (source(c) for c in code_cells(path)[:2])
+    assert '"google.colab" in sys.modules' in first
+    assert "setup(" in second
+
+
+def test_methods_module_is_current():
+    assert (ROOT / "utils" / "methods.py").read_text() == collect.render(), \
+        "utils/methods.py is stale: run `make methods` (python -m utils.collect)"
+
+
+def test_saved_cells_are_the_marked_ones(tmp_path):
+    nb = {"cells": [
+        {"cell_type": "code", "source": ["#@save\n", "def f():\n", "    return 1\n"]},
+        {"cell_type": "code", "source": "x = f()"},
+        {"cell_type": "markdown", "source": "#@save is only a mark in code"},
+        {"cell_type": "code", "source": "#@save\nclass A:\n    pass"},
+    ]}
+    path = tmp_path / "99_x.ipynb"
+    path.write_text(json.dumps(nb))
+    assert collect.saved_cells(path) == ["def f():\n    return 1", "class A:\n    pass"]
+    text = collect.render(tmp_path)
+    assert "from chapters/99_x.ipynb" in text and "x = f()" not in text
+    namespace = {}
+    exec(text, namespace)
+    assert namespace["f"]() == 1
+
+
+def pins(text, pattern):
+    return dict(re.findall(pattern, text, re.M))
+
+
+def test_environment_yml_pins_what_requirements_txt_pins():
+    req = pins((ROOT / "requirements.txt").read_text(), r"^([A-Za-z0-9_.-]+)==(\S+)")
+    env_text = (ROOT / "environment.yml").read_text()
+    env = pins(env_text, r"^\s+- ([A-Za-z0-9_.-]+)==(\S+)")
+    # learn2learn needs a special build: environment.yml names it, with its version, in the
+    # instructions of its header instead of the package list.
+    assert f"learn2learn=={req.pop('learn2learn')}" in env_text
+    assert env == req
+    assert re.search(r"^\s+- python=3\.11", env_text, re.M)

@@ -1,0 +1,30 @@
+import torch
+
+from utils.config import Setup
+from utils.train import fit, load_run, save_run
+
+
+def test_fit_records_every_step(capsys):
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+
+    def step(target):
+        loss = (w - target).pow(2).sum()
+        opt.zero_grad(), loss.backward(), opt.step()
+        return {"loss": loss.item(), "w": w.item()}
+
+    history = fit(step, [torch.tensor(1.0)] * 30, desc="toy")
+    assert list(history) == ["loss", "w"] and len(history["loss"]) == 30
+    assert history["loss"][-1] < history["loss"][0] and history.seconds >= 0
+    assert "toy: 30 steps" in capsys.readouterr().out
+
+
+def test_runs_round_trip_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    s = Setup("quick", torch.device("cpu"), 0)
+    assert load_run("nothing", s) is None
+    save_run("toy", s, model={"w": torch.ones(2)}, results={"5-way 1-shot": [1.0, 0.5]})
+    run = load_run("toy", s)
+    assert run["budget"] == "quick" and torch.equal(run["model"]["w"], torch.ones(2))
+    assert run["results"]["5-way 1-shot"] == [1.0, 0.5]
+    assert load_run("toy", Setup("full", torch.device("cpu"), 0)) is None  # budgets never mix

@@ -1,0 +1,94 @@
+"""Accuracy over episodes, with its 95 % confidence interval."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .episodes import Episode
+
+
+def mean_ci95(values) -> tuple[float, float]:
+    """Mean and half-width of the 95 % confidence interval, ``1.96 * std / sqrt(n)``.
+
+    ``std`` is the sample standard deviation (``ddof=1``); one value has no interval.
+    """
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("mean_ci95 needs at least one value, got none")
+    half = 1.96 * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
+    return float(v.mean()), float(half)
+
+
+@dataclass
+class Accuracy:
+    """Per-episode accuracies (fractions), with their mean and 95 % interval in percent."""
+
+    per_episode: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return 100 * mean_ci95(self.per_episode)[0]
+
+    @property
+    def ci95(self) -> float:
+        return 100 * mean_ci95(self.per_episode)[1]
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} ± {self.ci95:.2f} %"
+
+
+def evaluate(classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+             episodes: Iterable[Episode], device=None, desc: str = "evaluating") -> Accuracy:
+    """Run ``classify(support, support_labels, query)`` on every episode.
+
+    ``classify`` returns class scores ``[N*Q, N]`` or labels ``[N*Q]`` for the query
+    images. The function does not switch off gradients or set ``eval()`` mode: methods
+    that adapt at test time need gradients, so that is the caller's choice.
+    """
+    accs = []
+    bar = tqdm(episodes, desc=desc, leave=False)
+    for ep in bar:
+        if device is not None:
+            ep = ep.to(device)
+        pred = classify(ep.support, ep.support_labels, ep.query)
+        if pred.dim() == 2:
+            pred = pred.argmax(1)
+        accs.append((pred == ep.query_labels).float().mean().item())
+        bar.set_postfix(acc=f"{100 * np.mean(accs):.1f}%")
+    return Accuracy(np.array(accs))
+
+
+# The three settings of the papers' tables: (n_way, k_shot).
+SETTINGS = {"5-way 1-shot": (5, 1), "5-way 5-shot": (5, 5), "20-way 1-shot": (20, 1)}
+
+
+def evaluate_settings(classify, n_episodes: int, device=None, settings: dict = SETTINGS,
+                      n_query: int = 15) -> dict[str, Accuracy]:
+    """Evaluate ``classify`` on the book's fixed test episodes of each setting
+    (``{"5-way 1-shot": (5, 1), ...}``) and print one line per setting."""
+    from .episodes import fixed_test_episodes
+
+    results = {}
+    for name, (n_way, k_shot) in settings.items():
+        results[name] = evaluate(classify, fixed_test_episodes(n_way, k_shot, n_query, n_episodes),
+                                 device, desc=name)
+        print(f"{name:>16}: {results[name]}  ({n_episodes} episodes)")
+    return results
+
+
+def results_table(rows: dict[str, dict[str, Accuracy]], paper: dict[str, dict[str, float]] | None = None,
+                  cite: str = "paper") -> str:
+    """A Markdown table: one row per method, one column per setting (mean ± 95 % CI),
+    with the papers' numbers, when given, in rows of their own marked ``cite``."""
+    settings = list(dict.fromkeys(s for r in rows.values() for s in r))
+    lines = ["| method | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+    for method, res in rows.items():
+        lines.append(f"| {method} | " + " | ".join(str(res[s]) if s in res else "" for s in settings) + " |")
+    for method, nums in (paper or {}).items():
+        lines.append(f"| {method} ({cite}) | " + " | ".join(
+            f"{nums[s]:.1f} %" if s in nums else "" for s in settings) + " |")
+    return "\n".join(lines)
