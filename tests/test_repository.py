@@ -39,8 +39,15 @@ def test_every_chapter_is_in_the_table_of_contents():
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_every_chapter_starts_with_the_colab_cell_and_the_setup(path):
     first, second = (source(c) for c in code_cells(path)[:2])
-    assert '"google.colab" in sys.modules' in first
+    cell = "colab-cell-learn2learn.py" if "learn2learn" in path.read_text() else "colab-cell.py"
+    assert first.strip() == (ROOT / ".ci" / cell).read_text().strip()
     assert "setup(" in second
+
+
+def test_the_colab_cell_pins_this_release():
+    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    for cell in ("colab-cell.py", "colab-cell-learn2learn.py"):
+        assert f"fewshot-book@v{version}\"" in (ROOT / ".ci" / cell).read_text()
 
 
 def test_methods_module_is_current():

@@ -1,7 +1,7 @@
 import torch
 
 from utils.config import Setup
-from utils.train import fit, load_run, save_run
+from utils.train import fit, load_run, save_run, train_or_load
 
 
 def test_fit_records_every_step(capsys):
@@ -28,3 +28,35 @@ def test_runs_round_trip_in_the_cache(tmp_path, monkeypatch):
     assert run["budget"] == "quick" and torch.equal(run["model"]["w"], torch.ones(2))
     assert run["results"]["5-way 1-shot"] == [1.0, 0.5]
     assert load_run("toy", Setup("full", torch.device("cpu"), 0)) is None  # budgets never mix
+
+
+def test_save_run_keeps_what_was_saved_before(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    s = Setup("quick", torch.device("cpu"), 0)
+    save_run("toy", s, model={"w": torch.ones(1)})
+    save_run("toy", s, results={"a": [1.0]})
+    run = load_run("toy", s)
+    assert "model" in run and run["results"] == {"a": [1.0]}
+
+
+def test_train_or_load_trains_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    monkeypatch.delenv("FEWSHOT_RETRAIN", raising=False)
+    s = Setup("quick", torch.device("cpu"), 0)
+    calls = []
+
+    def train():
+        calls.append(1)
+        model = torch.nn.Linear(2, 1)
+        torch.nn.init.constant_(model.weight, 3.0)
+        history = fit(lambda b: {"loss": b}, [1.0, 0.5], desc="toy")
+        return model, history
+
+    first, h1 = train_or_load("lin", s, train, lambda: torch.nn.Linear(2, 1))
+    second, h2 = train_or_load("lin", s, train, lambda: torch.nn.Linear(2, 1))
+    assert len(calls) == 1 and torch.equal(second.weight, first.weight)
+    assert h2["loss"] == [1.0, 0.5] and h2.seconds == h1.seconds
+    assert "loaded the model trained before" in capsys.readouterr().out
+    monkeypatch.setenv("FEWSHOT_RETRAIN", "1")
+    train_or_load("lin", s, train, lambda: torch.nn.Linear(2, 1))
+    assert len(calls) == 2

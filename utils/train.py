@@ -39,11 +39,14 @@ def run_path(name: str, setup: Setup) -> "os.PathLike":
 
 
 def save_run(name: str, setup: Setup, **contents) -> None:
-    """Save a run (weights, history, results, ...) for later chapters to reuse."""
+    """Save a run (weights, history, results, ...) for later chapters to reuse; what an
+    earlier call saved under other keys is kept."""
     path = run_path(name, setup)
     path.parent.mkdir(parents=True, exist_ok=True)
+    run = load_run(name, setup) or {}
+    run.update({"budget": setup.budget, "seed": setup.seed, "device": str(setup.device), **contents})
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"budget": setup.budget, "seed": setup.seed, "device": str(setup.device), **contents}, tmp)
+    torch.save(run, tmp)
     os.replace(tmp, path)
 
 
@@ -51,3 +54,24 @@ def load_run(name: str, setup: Setup) -> dict | None:
     """The run saved by :func:`save_run` with this budget and seed, or ``None``."""
     path = run_path(name, setup)
     return torch.load(path, weights_only=False) if path.is_file() else None
+
+
+RETRAIN_VAR = "FEWSHOT_RETRAIN"
+
+
+def train_or_load(name: str, setup: Setup, train: Callable[[], tuple], build: Callable[[], torch.nn.Module]):
+    """``train()`` (which returns ``(model, history)``) and save the weights and history as
+    run ``name``; or, when this budget and seed were trained before, ``build()`` the model and
+    load them instead. ``$FEWSHOT_RETRAIN=1`` trains anyway. Returns ``(model, history)``."""
+    run = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(name, setup)
+    if run is not None and "model" in run:
+        model = build().to(setup.device)
+        model.load_state_dict(run["model"])
+        history = History(run["history"])
+        history.seconds = run["seconds"]
+        print(f"{name}: loaded the model trained before ({history.seconds:.0f} s of training, "
+              f"on {run['device']}) from {run_path(name, setup)}; set {RETRAIN_VAR}=1 to train again")
+        return model, history
+    model, history = train()
+    save_run(name, setup, model=model.state_dict(), history=dict(history), seconds=history.seconds)
+    return model, history
