@@ -6,6 +6,6 @@ if "google.colab" in sys.modules:
         %pip install -q "{BOOK}"
     if importlib.util.find_spec("learn2learn") is None:
         # learn2learn 0.2.0's C files predate Python 3.11: rebuild them with today's Cython (pip >= 23.3).
-        # --no-deps: its qpth would downgrade Colab's numpy; of its dependencies the chapter needs only gym.
-        %pip install -q "pip>=24" cython setuptools wheel gym
+        # --no-deps: its qpth would downgrade Colab's numpy; importing it needs only gym, requests and scipy.
+        %pip install -q "pip>=24" cython setuptools wheel gym requests scipy
         %pip install -q --no-deps --no-build-isolation learn2learn==0.2.0 --config-settings="--build-option=build_ext"
