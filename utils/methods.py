@@ -292,7 +292,12 @@ class SiamesePairBatches(torch.utils.data.Dataset):
     def __len__(self):
         return self.n_batches
 
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
     def __getitem__(self, i):
+        if not 0 <= i < self.n_batches:
+            raise IndexError(f"batch {i} out of range 0..{self.n_batches - 1}")
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
         c = torch.randperm(len(self.classes), generator=g)[:self.n_classes]
         d = torch.stack([torch.randperm(self.classes.images.shape[1], generator=g)[:2] for _ in c])
