@@ -15,7 +15,7 @@ export FEWSHOT_CACHE ?= $(CURDIR)/.cache
 # Quiet gym's banner that `import learn2learn` prints.
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: env book serve test unit notebooks lab assignments grade colab-check browser-check methods clean
+.PHONY: env book serve test unit notebooks comparison-alone lab assignments grade colab-check browser-check methods clean
 
 env: $(STAMP)
 
@@ -45,6 +45,12 @@ unit: env
 
 notebooks: env
 	cd chapters && ../$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider .
+
+# The comparison chapter on its own, as in Colab or first in a fresh clone: an empty cache, so it
+# trains every method with the chapters' code (utils/methods.py) before comparing them.
+comparison-alone: env
+	ALONE=$$(mktemp -d) && cd chapters && FEWSHOT_CACHE=$$ALONE ../$(BIN)/python -m pytest --nbval-lax \
+	    -p no:cacheprovider 09_comparison.ipynb && rm -rf $$ALONE
 
 lab: env
 	$(BIN)/jupyter lab --allow-root chapters
