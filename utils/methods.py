@@ -67,6 +67,7 @@ def train_transfer(S, steps=None, batch_size=None, lr=None):
                            batch_size, drop_last=True)               # `steps` batches, epoch after epoch
     batches = DataLoader(TensorDataset(x, y), sampler=sampler, batch_size=None)
 
+    torch.manual_seed(S.seed)                                        # the same initial weights, whoever calls
     model = TransferNet(len(classes)).to(S.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -803,6 +804,7 @@ def train_maml(S, first_order=False, k_shot=1, n_way=5, **overrides):
     B = h["meta_batch"]
     episodes = Episodes(load_split("train"), n_way, k_shot, h["n_query"], h["iterations"] * B,
                         seed=S.seed + 1)
+    torch.manual_seed(S.seed)  # the same initial weights, whoever calls (chapter 9 too)
     model = maml_conv4(n_way).to(S.device)
     buffers = dict(model.named_buffers())
     opt = torch.optim.Adam(model.parameters(), h["meta_lr"])
