@@ -83,7 +83,7 @@ colab-check:
 
 # The rendered book in headless chromium; the screenshot goes to _build/artifacts/.
 browser-check: env
-	$(BIN)/python .ci/browser-check $(BROWSER_CHECK_FLAGS)
+	$(BIN)/python .ci/browser-check
 
 clean:
 	rm -rf _build
