@@ -1,7 +1,15 @@
 """nbval runs each notebook cell as a test; this prints how long each notebook took in all
 (kernel start and every cell), so that the book's time budget can be read off every run."""
+import os
 from collections import defaultdict
 from pathlib import Path
+
+# nbval reads a cell's messages only once the cell has finished. A long cell (chapter 9
+# trains every method in one) whose progress bars redraw ten times a second queues tens of
+# thousands of messages; ZeroMQ then drops some, among them the kernel's "idle", and nbval
+# fails the cell with "Timeout of 5 seconds exceeded waiting for output". Kernels inherit
+# this variable, which tqdm reads as its default `mininterval`: one redraw per 10 s.
+os.environ.setdefault("TQDM_MININTERVAL", "10")
 
 _seconds: dict[str, float] = defaultdict(float)
 

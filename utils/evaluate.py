@@ -58,7 +58,7 @@ def evaluate(classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
         if pred.dim() == 2:
             pred = pred.argmax(1)
         accs.append((pred == ep.query_labels).float().mean().item())
-        bar.set_postfix(acc=f"{100 * np.mean(accs):.1f}%")
+        bar.set_postfix(acc=f"{100 * np.mean(accs):.1f}%", refresh=False)
     return Accuracy(np.array(accs))
 
 
