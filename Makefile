@@ -51,7 +51,7 @@ unit: env
 	$(BIN)/python -m pytest tests
 
 notebooks: env
-	cd chapters && ../$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider .
+	cd chapters && ../$(BIN)/python -m pytest --nbval-lax --durations=15 -p no:cacheprovider .
 
 # The comparison chapter on its own, as in Colab or first in a fresh clone: on a cache without
 # trained runs it trains every method with the chapters' code (utils/methods.py) before comparing
@@ -61,7 +61,7 @@ comparison-alone: env
 	    echo "comparison-alone: $(FEWSHOT_CACHE)/runs holds trained runs, so chapter 9 would not run alone;"; \
 	    echo "  give it an empty cache: make comparison-alone FEWSHOT_CACHE=\$$(mktemp -d)"; exit 1; fi
 	@# Training every method is one long cell: nbval's default limit of 2000 s a cell is too short.
-	cd chapters && ../$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=4000 -p no:cacheprovider \
+	cd chapters && ../$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=4000 --durations=10 -p no:cacheprovider \
 	    09_comparison.ipynb
 
 lab: env

@@ -339,7 +339,7 @@ def train_siamese(S, loss: str = "bce", steps: int | None = None, n_classes: int
     torch.manual_seed(S.seed)
     model = SiameseNet(metric="l1" if loss == "bce" else "euclidean").to(S.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = steps or S.pick(quick=900, full=20_000)
+    steps = steps or S.pick(quick=1500, full=20_000)
     batches = SiamesePairBatches(load_split("train"), steps, n_classes, seed=S.seed)
     loss_fn = siamese_bce_loss if loss == "bce" else siamese_contrastive_loss
 
