@@ -34,9 +34,11 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def fake_tree(tmp_path):
+def fake_tree(tmp_path, monkeypatch):
     """A fake ``omniglot-py`` tree: character ``i`` (in sorted order) is a filled square of
-    ``i + 1`` pixels' side at 105x105, so a test can tell which character an image shows."""
+    ``i + 1`` pixels' side at 105x105, so a test can tell which character an image shows.
+    Its alphabets stand in for Omniglot's 50 (``data.ALPHABETS``) while the test runs."""
+    monkeypatch.setattr(data, "ALPHABETS", {part: tuple(sorted(a)) for part, a in FAKE.items()})
     root = tmp_path / "src" / "omniglot-py"
     names = fake_names()
     for part, alphabets in FAKE.items():

@@ -12,6 +12,7 @@ import torch
 BUDGETS = ("quick", "full")
 BUDGET_VAR = "FEWSHOT_BUDGET"
 CACHE_VAR = "FEWSHOT_CACHE"
+DEVICES = ("cpu", "cuda", "mps")  # the device types the book runs on; "cuda:1" picks a second GPU
 
 
 def cache_dir() -> Path:
@@ -19,9 +20,19 @@ def cache_dir() -> Path:
 
     It holds the preprocessed Omniglot tensor, unpacked archives and the runs
     (weights, training curves, per-episode results) the chapters save.
+    A path that cannot be a writable folder (an existing file, a read-only disk) is refused
+    with a ``RuntimeError`` that names it and ``$FEWSHOT_CACHE``.
     """
     path = Path(os.environ.get(CACHE_VAR) or Path.home() / ".cache" / "fewshot-book")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        problem = None if os.access(path, os.W_OK) else "it is not writable"
+    except OSError as err:
+        problem = err.strerror or str(err)
+    if problem:
+        raise RuntimeError(f"the cache folder {path} (${CACHE_VAR}) cannot be used: {problem}; "
+                           f"point ${CACHE_VAR} at a writable folder, or unset it to use "
+                           "~/.cache/fewshot-book")
     return path
 
 
@@ -32,6 +43,34 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def available_devices() -> list[str]:
+    """The devices this machine offers: ``cpu``, then ``cuda:0``, ``cuda:1``, ... and ``mps``."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(device) -> torch.device:
+    """``device`` (a string or a ``torch.device``) as a ``torch.device``; a ``ValueError`` that
+    lists the choices when it is not one of the book's device types (:data:`DEVICES`) or is not
+    available on this machine."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    here = ", ".join(available_devices())
+    if dev is None or dev.type not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: allowed are {', '.join(DEVICES)} (or cuda:N for "
+                         f"GPU N); this machine has {here}, or leave device=None to pick the best of them")
+    if (f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type) not in available_devices():
+        raise ValueError(f"device {device!r} is not available on this machine: it has {here}; pass one "
+                         "of them, or leave device=None to pick the best (runs trained elsewhere load onto it)")
+    return dev
 
 
 def seed_everything(seed: int) -> None:
@@ -66,9 +105,10 @@ def setup(seed: int = 0, budget: str | None = None, device: str | None = None) -
     """Pick budget, device and seed, seed every generator, print them and return them.
 
     The budget comes from the argument, else ``$FEWSHOT_BUDGET``, else ``full`` on a
-    GPU and ``quick`` elsewhere.
+    GPU and ``quick`` elsewhere. The device comes from the argument (refused, with the
+    choices, when it is unknown or not available here), else :func:`default_device`.
     """
-    dev = torch.device(device) if device else default_device()
+    dev = check_device(device) if device is not None else default_device()
     budget = budget or os.environ.get(BUDGET_VAR) or ("full" if dev.type == "cuda" else "quick")
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}: allowed are {', '.join(BUDGETS)} "

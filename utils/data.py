@@ -13,10 +13,12 @@ Where the data comes from, in order:
 from __future__ import annotations
 
 import functools
+import gzip
 import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,19 @@ DRAWINGS = 20  # drawings of each character
 PARTS = ("images_background", "images_evaluation")
 ARCHIVE = "omniglot-py.tar.gz"
 CACHE_FILE = f"omniglot{SIZE}.pt"
+ALPHABETS = {  # Lake et al.'s 30 background and 20 evaluation alphabets; a copy must hold them all
+    "images_background": (
+        "Alphabet_of_the_Magi", "Anglo-Saxon_Futhorc", "Arcadian", "Armenian", "Asomtavruli_(Georgian)",
+        "Balinese", "Bengali", "Blackfoot_(Canadian_Aboriginal_Syllabics)", "Braille", "Burmese_(Myanmar)",
+        "Cyrillic", "Early_Aramaic", "Futurama", "Grantha", "Greek", "Gujarati", "Hebrew",
+        "Inuktitut_(Canadian_Aboriginal_Syllabics)", "Japanese_(hiragana)", "Japanese_(katakana)", "Korean",
+        "Latin", "Malay_(Jawi_-_Arabic)", "Mkhedruli_(Georgian)", "N_Ko", "Ojibwe_(Canadian_Aboriginal_Syllabics)",
+        "Sanskrit", "Syriac_(Estrangelo)", "Tagalog", "Tifinagh"),
+    "images_evaluation": (
+        "Angelic", "Atemayar_Qelisayer", "Atlantean", "Aurek-Besh", "Avesta", "Ge_ez", "Glagolitic", "Gurmukhi",
+        "Kannada", "Keble", "Malayalam", "Manipuri", "Mongolian", "Old_Church_Slavonic_(Cyrillic)", "Oriya",
+        "Sylheti", "Syriac_(Serto)", "Tengwar", "Tibetan", "ULOG"),
+}
 
 # Vinyals et al. (2016): validation characters are those of five background alphabets;
 # train+val are all background characters plus the first 236 evaluation characters in
@@ -55,14 +70,21 @@ def _is_tree(path: Path) -> bool:
 
 
 def _unpack(archive: Path, dest: Path) -> Path:
-    """Unpack ``archive`` into ``dest/omniglot-py`` atomically: all of it or nothing."""
+    """Unpack ``archive`` into ``dest/omniglot-py`` atomically: all of it or nothing. A
+    corrupt or truncated archive is refused with a ``RuntimeError`` that names it."""
     target = dest / "omniglot-py"
     if _is_tree(target):
         return target
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest))
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+            why = (str(err) or type(err).__name__).splitlines()[0].rstrip(":")
+            raise RuntimeError(f"{archive} is corrupt or truncated ({why}): replace it with a complete "
+                               f"copy of {ARCHIVE}, or unset ${ROOT_VAR} to let torchvision download "
+                               "Omniglot") from err
         unpacked = tmp / "omniglot-py"
         if not _is_tree(unpacked):
             raise FileNotFoundError(f"{archive} does not hold omniglot-py/{PARTS[0]} and {PARTS[1]}")
@@ -113,10 +135,18 @@ def find_omniglot(root: str | os.PathLike | None = None) -> Path:
 
 
 def _read_tree(tree: Path) -> tuple[torch.Tensor, list[str], list[bool]]:
+    """Every drawing of the tree at 28x28; an alphabet of :data:`ALPHABETS` missing from the tree
+    (which would shift every split) is refused with a ``FileNotFoundError`` that names it."""
     from PIL import Image
 
     names, background, images = [], [], []
     for part in PARTS:
+        missing = sorted(set(ALPHABETS[part]) - {p.name for p in (tree / part).iterdir() if p.is_dir()})
+        if missing:
+            raise FileNotFoundError(
+                f"{tree / part} lacks {len(missing)} of Omniglot's {len(ALPHABETS[part])} alphabets there: "
+                f"{', '.join(missing)}; point ${ROOT_VAR} at a complete copy (unpack {ARCHIVE} again), "
+                "or unset it to let torchvision download Omniglot")
         for alphabet in sorted(p.name for p in (tree / part).iterdir() if p.is_dir()):
             for char in sorted(p.name for p in (tree / part / alphabet).iterdir() if p.is_dir()):
                 files = sorted((tree / part / alphabet / char).glob("*.png"))
@@ -148,10 +178,16 @@ class Omniglot:
 
 
 def load_omniglot(root: str | os.PathLike | None = None) -> Omniglot:
-    """Load Omniglot at 28x28, from the cache folder when it has been loaded before."""
+    """Load Omniglot at 28x28, from the cache folder when it has been loaded before (a cached
+    file that cannot be read is refused with a ``RuntimeError`` that names it)."""
     cached = cache_dir() / CACHE_FILE
     if cached.is_file():
-        blob = torch.load(cached)
+        try:
+            blob = torch.load(cached, weights_only=True)
+        except Exception as err:  # a truncated or foreign file
+            why = (str(err) or type(err).__name__).splitlines()[0].split(". ")[0]
+            raise RuntimeError(f"{cached} cannot be read ({why}): delete it, and the next load "
+                               "rebuilds it from the images") from err
     else:
         x, names, background = _read_tree(find_omniglot(root))
         blob = {"images": x, "names": names, "background": background}

@@ -46,7 +46,8 @@ def evaluate(classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
     """Run ``classify(support, support_labels, query)`` on every episode.
 
     ``classify`` returns class scores ``[N*Q, N]`` or labels ``[N*Q]`` for the query
-    images. The function does not switch off gradients or set ``eval()`` mode: methods
+    images; any other shape (scores for the wrong number of classes, say) is refused with a
+    ``ValueError``. The function does not switch off gradients or set ``eval()`` mode: methods
     that adapt at test time need gradients, so that is the caller's choice.
     """
     accs = []
@@ -55,6 +56,12 @@ def evaluate(classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
         if device is not None:
             ep = ep.to(device)
         pred = classify(ep.support, ep.support_labels, ep.query)
+        n_q, n_way = len(ep.query), ep.n_way
+        if not isinstance(pred, torch.Tensor) or tuple(pred.shape) not in ((n_q, n_way), (n_q,)):
+            got = f"shape {list(pred.shape)}" if isinstance(pred, torch.Tensor) else f"a {type(pred).__name__}"
+            raise ValueError(f"classify returned {got} on a {n_way}-way episode with {n_q} query images: "
+                             f"expected a tensor of scores [{n_q}, {n_way}] or of labels [{n_q}]; make it score "
+                             f"each query image against the {n_way} classes of the support set")
         if pred.dim() == 2:
             pred = pred.argmax(1)
         accs.append((pred == ep.query_labels).float().mean().item())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -38,39 +39,114 @@ def run_path(name: str, setup: Setup) -> "os.PathLike":
     return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}.pt"
 
 
+RETRAIN_VAR = "FEWSHOT_RETRAIN"
+
+
+def _plain(value):
+    """``value`` with NumPy arrays and numbers turned into lists and Python numbers (inside plain
+    dicts, lists and tuples), so that a run holds only what a safe load reads."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if type(value) is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _numpy_globals() -> list:
+    """The NumPy functions and classes that rebuild an array or a number: older runs (saved
+    before :func:`save_run` stored lists) hold NumPy arrays, and only these may rebuild them."""
+    dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
+    return [np.array(0.0).__reduce__()[0], np.float64(0).__reduce__()[0], np.ndarray, np.dtype, *dtypes]
+
+
+REDO = f"delete it or set ${RETRAIN_VAR}=1 to train again"  # what to do with a run that is refused
+
+
 def save_run(name: str, setup: Setup, **contents) -> None:
     """Save a run (weights, history, results, ...) for later chapters to reuse; what an
-    earlier call saved under other keys is kept."""
+    earlier call saved under other keys is kept, and NumPy arrays are stored as lists.
+
+    The file is written whole or not at all (a temporary file, then ``os.replace``): a save
+    that is interrupted keeps the previous file, and of two processes saving the same run,
+    the last one's file is the run. With ``$FEWSHOT_RETRAIN=1`` a previous file that cannot
+    be read is replaced rather than refused.
+    """
     path = run_path(name, setup)
     path.parent.mkdir(parents=True, exist_ok=True)
-    run = load_run(name, setup) or {}
-    run.update({"budget": setup.budget, "seed": setup.seed, "device": str(setup.device), **contents})
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(run, tmp)
-    os.replace(tmp, path)
+    try:
+        run = load_run(name, setup) or {}
+    except RuntimeError:
+        if os.environ.get(RETRAIN_VAR) != "1":
+            raise
+        run = {}
+    run.update(_plain({"budget": setup.budget, "seed": setup.seed, "device": str(setup.device), **contents}))
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"  # this writer's own
+    try:
+        torch.save(run, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_run(name: str, setup: Setup) -> dict | None:
-    """The run saved by :func:`save_run` with this budget and seed, or ``None``."""
+    """The run saved by :func:`save_run` with this budget and seed, or ``None``.
+
+    It is read safely (``weights_only=True``: tensors, numbers, strings, lists and dicts, and
+    the NumPy arrays of older runs, as lists) onto ``setup.device``, wherever it was trained.
+    A file that is corrupt, holds anything else, or holds another budget or seed is refused
+    with a ``RuntimeError`` that names it and says what to do.
+    """
     path = run_path(name, setup)
-    return torch.load(path, weights_only=False) if path.is_file() else None
-
-
-RETRAIN_VAR = "FEWSHOT_RETRAIN"
+    if not path.is_file():
+        return None
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            run = torch.load(path, map_location=setup.device, weights_only=True)
+    except Exception as err:
+        text = str(err)  # the safe loader's reason follows "WeightsUnpickler error:"
+        detail = (text.split("WeightsUnpickler error:", 1)[-1].strip() or type(err).__name__).splitlines()[0]
+        detail = detail.split(". ")[0]
+        if "Unsupported global" in text or "Can only build" in text:
+            raise RuntimeError(f"{path} holds objects other than tensors, numbers, strings, lists and dicts "
+                               f"({detail}), and such a file can run code when loaded, so it is not "
+                               f"loaded: {REDO}") from err
+        raise RuntimeError(f"{path} is not a readable run (corrupt, truncated, or not a run: {detail}): "
+                           f"{REDO}") from err
+    if not isinstance(run, dict):
+        raise RuntimeError(f"{path} holds a {type(run).__name__}, not a run (a dict): {REDO}")
+    for key, expected in (("budget", setup.budget), ("seed", setup.seed)):
+        if run.get(key, expected) != expected:
+            raise RuntimeError(f"{path} holds a run of {key} {run[key]!r}, but its name and this setup say "
+                               f"{expected!r}: {REDO}")
+    return _plain(run)
 
 
 def train_or_load(name: str, setup: Setup, train: Callable[[], tuple], build: Callable[[], torch.nn.Module]):
     """``train()`` (which returns ``(model, history)``) and save the weights and history as
     run ``name``; or, when this budget and seed were trained before, ``build()`` the model and
-    load them instead. ``$FEWSHOT_RETRAIN=1`` trains anyway. Returns ``(model, history)``."""
+    load them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved run
+    whose weights do not fit ``build()``'s model, or that lacks its history, is refused with a
+    ``RuntimeError`` that says what to do. Returns ``(model, history)``."""
+    path = run_path(name, setup)
     run = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(name, setup)
     if run is not None and "model" in run:
+        missing = [key for key in ("history", "seconds") if key not in run]
+        if missing:
+            raise RuntimeError(f"{path} holds weights but no {' or '.join(missing)} (a run of an older "
+                               f"format): {REDO}")
         model = build().to(setup.device)
-        model.load_state_dict(run["model"])
+        try:
+            model.load_state_dict(run["model"])
+        except RuntimeError as err:
+            raise RuntimeError(f"the weights in {path} do not fit the model that build() makes: "
+                               f"{REDO}\n{err}") from err
         history = History(run["history"])
         history.seconds = run["seconds"]
         print(f"{name}: loaded the model trained before ({history.seconds:.0f} s of training, "
-              f"on {run['device']}) from {run_path(name, setup)}; set {RETRAIN_VAR}=1 to train again")
+              f"on {run.get('device', 'an unknown device')}) from {path}; set {RETRAIN_VAR}=1 to train again")
         return model, history
     model, history = train()
     save_run(name, setup, model=model.state_dict(), history=dict(history), seconds=history.seconds)
