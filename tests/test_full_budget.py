@@ -1,0 +1,202 @@
+"""Every method's ``full`` budget runs, for two steps, on the CPU.
+
+The README promises the papers' quality on a GPU with ``FEWSHOT_BUDGET=full``, a run of hours
+that no test would otherwise start: a typo in a ``full`` setting (a shape that does not fit, a
+learning rate that blows up) would reach a reader first. So each trainer runs here with
+``setup(budget="full", device="cpu")`` and only its work count overridden (``steps``,
+``n_episodes`` or ``iterations``): the same episode shapes, batch sizes, inner loops and code
+path as the real run, for ``STEPS`` = 2 steps (the second one starts from updated weights).
+For each one:
+
+* every metric its history records (the loss above all) is finite;
+* it goes through the book's own runs, as the chapters use them: ``train_or_load`` trains and
+  saves it, a second ``train_or_load`` with the chapter's ``build`` loads it instead of
+  training, and the loaded weights and history equal the trained ones. The runs go to a
+  temporary ``$FEWSHOT_CACHE``: a 2-step "full" run must never land in a real cache, where
+  a chapter would load it as the real thing;
+* the seconds and peak memory of one full-budget step are measured and printed as a table at
+  the end of this file's tests (also without ``-s``). Memory: the growth of the process's
+  resident memory during the step (activations, gradients, optimizer state) over what it held
+  just before. Before each step the allocator gives its free memory back (``malloc_trim``) and
+  the kernel's peak counter is reset (``/proc/self/clear_refs``), so memory freed by earlier
+  tests cannot hide what the step needs; on a system without them the column says n/a. It is
+  the operating system's view, not a count of tensor bytes: expect some 20 % between runs.
+
+Everything runs on one CPU thread: cheap on a shared machine, and the seconds are per thread.
+The real Omniglot is needed (the ``real`` fixture skips without it).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import math
+import time
+from typing import Callable, NamedTuple
+
+import pytest
+import torch
+
+from utils import methods as M
+from utils import train as T
+from utils.config import setup
+from utils.data import load_split
+
+
+class Method(NamedTuple):
+    run: str                          # the run its chapter saves
+    train: Callable                   # (S, steps) -> (model, history), full budget but for steps
+    build: Callable                   # () -> model, as the chapter hands it to train_or_load
+
+
+STEPS = 2
+
+
+METHODS = {
+    "transfer": Method("transfer-net", lambda S, n: M.train_transfer(S, steps=n),
+                       lambda: M.TransferNet(len(load_split("train")))),
+    "siamese": Method("siamese", lambda S, n: M.train_siamese(S, steps=n), M.SiameseNet),
+    "matching": Method("matching", lambda S, n: M.train_matching(S, steps=n), M.MatchingNet),
+    "protonet": Method("protonet", lambda S, n: M.train_protonet(S, n_episodes=n), M.protonet_embedding),
+    "relation": Method("relation", lambda S, n: M.train_relation(S, n_episodes=n), M.RelationNetwork),
+    "maml": Method("maml", lambda S, n: M.train_maml(S, iterations=n), M.maml_conv4),
+    "fomaml": Method("fomaml", lambda S, n: M.train_maml(S, first_order=True, iterations=n), M.maml_conv4),
+    "reptile": Method("reptile", lambda S, n: M.train_reptile(S, k_shot=1, iterations=n), M.reptile_model),
+    # the sine experiments of chapters 7 and 8 (their chapters keep them in memory, not in runs)
+    "sine-maml": Method("sine-maml", lambda S, n: M.sine_train(S, maml=True, iterations=n), M.sine_mlp),
+    "sine-pretrain-ch7": Method("sine-pretrain-ch7", lambda S, n: M.sine_train(S, maml=False, iterations=n),
+                                M.sine_mlp),
+    "sine-reptile": Method("sine-reptile", lambda S, n: M.train_reptile_sine(S, "reptile", iterations=n),
+                           M.reptile_sine_mlp),
+    "sine-fomaml": Method("sine-fomaml", lambda S, n: M.train_reptile_sine(S, "fomaml", iterations=n),
+                          M.reptile_sine_mlp),
+    "sine-pretrain-ch8": Method("sine-pretrain-ch8",
+                                lambda S, n: M.train_reptile_sine(S, "pretrain", iterations=n),
+                                M.reptile_sine_mlp),
+}
+
+
+# --- the memory of one step ---------------------------------------------------------------------
+
+def _libc_malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def _status_kib(field: str) -> int | None:
+    """``VmRSS`` (resident now) or ``VmHWM`` (resident at its peak) of this process, in KiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _start_peak() -> int | None:
+    """Hand free memory back and reset the peak counter; the resident KiB now, or None when
+    this system cannot measure a step's peak."""
+    if _MALLOC_TRIM is None:
+        return None
+    _MALLOC_TRIM(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to VmRSS (Linux >= 4.0)
+    except OSError:
+        return None
+    return _status_kib("VmRSS")
+
+
+def measuring_fit(fit, record: list):
+    """``fit`` that times each ``step(batch)`` and measures its peak memory growth (MiB, or None)
+    into ``record``; the trainers import ``fit`` when called, so patching ``utils.train.fit``
+    reaches them without changing their code."""
+
+    def wrapped(step, batches, desc="training"):
+        def measured(batch):
+            before = _start_peak()
+            start = time.perf_counter()
+            out = step(batch)
+            seconds = time.perf_counter() - start
+            peak = _status_kib("VmHWM") if before is not None else None
+            record.append((seconds, None if peak is None else (peak - before) / 1024))
+            return out
+
+        return fit(measured, batches, desc)
+
+    return wrapped
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+TABLE: dict[str, tuple[float, float | None]] = {}  # method -> (s/step, peak MiB)
+
+
+@pytest.fixture(scope="module")
+def runs(real, tmp_path_factory, request):
+    """One CPU thread, the real Omniglot loaded, and a temporary, empty ``$FEWSHOT_CACHE`` for
+    the runs. At the end, the table of seconds and memory per full-budget step."""
+    load_split("test")  # loads (and keeps in memory) the data set from the real cache first
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEWSHOT_CACHE", str(tmp_path_factory.mktemp("full-budget-cache")))
+        mp.delenv(T.RETRAIN_VAR, raising=False)
+        yield
+    torch.set_num_threads(threads)
+    if TABLE:
+        lines = ["", "full budget on the CPU (1 thread): one step of each method (peak: growth of the RSS)",
+                 f"{'method':<20}{'s/step':>8}{'peak MiB':>10}"]
+        for name, (seconds, mib) in TABLE.items():
+            lines.append(f"{name:<20}{seconds:>8.2f}{'n/a' if mib is None else f'{mib:.0f}':>10}")
+        capman = request.config.pluginmanager.getplugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            print("\n".join(lines))
+
+
+# --- the test ------------------------------------------------------------------------------------
+
+def _not_again():
+    raise AssertionError("train_or_load trained again instead of loading the run it had just saved")
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_full_budget_trains_saves_and_loads(name, runs, monkeypatch, record_property):
+    method = METHODS[name]
+    S = setup(seed=0, budget="full", device="cpu")
+    record = []
+    monkeypatch.setattr(T, "fit", measuring_fit(T.fit, record))
+
+    model, history = T.train_or_load(method.run, S, lambda: method.train(S, STEPS), method.build)
+
+    assert len(record) == STEPS, f"{name}: {len(record)} steps were taken, not {STEPS}"
+    assert any("loss" in key for key in history), f"{name} records no loss: {list(history)}"
+    for key, values in history.items():
+        assert len(values) == STEPS, f"{name}: {key} has {len(values)} values"
+        assert all(math.isfinite(v) for v in values), f"{name}: {key} is not finite: {values}"
+
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert trained and all(torch.isfinite(v).all() for v in trained.values() if v.is_floating_point())
+    assert T.run_path(method.run, S).is_file(), f"{name}: no run was saved"
+    loaded, loaded_history = T.train_or_load(method.run, S, _not_again, method.build)
+    torch.testing.assert_close(loaded.state_dict(), trained, rtol=0, atol=0)
+    assert dict(loaded_history) == dict(history) and loaded_history.seconds == history.seconds
+
+    if name == "transfer":  # chapter 2 also saves the backbone alone, which chapter 9 loads
+        T.save_run("transfer", S, model=model.backbone.state_dict(), history=dict(history),
+                   seconds=history.seconds)
+        backbone, _ = T.train_or_load("transfer", S, _not_again, M.build_transfer_backbone)
+        torch.testing.assert_close(backbone.state_dict(), model.backbone.state_dict(), rtol=0, atol=0)
+
+    seconds = record[-1][0]  # the last step: the first one also pays for one-time set-up
+    peaks = [mib for _, mib in record if mib is not None]
+    TABLE[name] = (seconds, max(peaks) if peaks else None)
+    record_property("seconds_per_full_step", round(seconds, 3))
+    record_property("peak_MiB_per_full_step", None if not peaks else round(max(peaks), 1))
