@@ -1,6 +1,8 @@
 # The book's two commands (see README.md):
-#   make book   create .venv, install everything, execute every chapter, render the HTML book
+#   make book   create .venv, install everything, execute every chapter once, render the HTML book
 #   make test   same set-up, then the unit tests and every notebook under nbval
+# Both execute the chapters the same way, under nbval, which saves each executed notebook to
+# _build/executed/; `make html` renders the book from those (no second execution).
 # and a few more: make serve, make lab, make assignments, make grade SUBMISSIONS=dir, make colab-check
 
 PYTHON ?= python3
@@ -15,7 +17,9 @@ export FEWSHOT_CACHE ?= $(CURDIR)/.cache
 # Quiet gym's banner that `import learn2learn` prints.
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: env book render serve test unit notebooks comparison-alone lab assignments grade colab-check browser-check methods clean
+EXECUTED := _build/executed
+
+.PHONY: env book html render serve test unit notebooks comparison-alone lab assignments grade colab-check browser-check methods clean
 
 env: $(STAMP)
 
@@ -31,18 +35,26 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-book: env
-	$(BIN)/jupyter-book build -W -n --keep-going .
-	@echo "The book is at file://$(CURDIR)/_build/html/index.html  (make serve: http://localhost:$(PORT))"
+book: notebooks html
 
-# The HTML without executing the chapters (seconds, where `make book` executes them all): checks the
-# book's structure (toc, references, citations, exercises) with -W. CI renders this way.
+# The HTML book from the chapters that `make notebooks` (or `make test`) executed and saved in
+# $(EXECUTED)/chapters: the book's sources are staged beside them and rendered with -W.
+html: env
+	@for nb in chapters/*.ipynb; do [ -f $(EXECUTED)/$$nb ] || { \
+	    echo "html: $(EXECUTED)/$$nb is missing: execute the chapters first (make notebooks)"; exit 1; }; done
+	rm -rf $(EXECUTED)/book && cp -r book _config.yml _toc.yml $(EXECUTED)/
+	$(BIN)/jupyter-book build -W -n --keep-going $(EXECUTED) --path-output .
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html  (make serve: http://localhost:$(PORT), works offline)"
+
+# The HTML of the chapters as committed, without outputs (seconds): checks the book's structure
+# (toc, references, citations, exercises) with -W.
 render: env
-	mkdir -p _build/render
-	sed 's/execute_notebooks: cache/execute_notebooks: "off"/' _config.yml > _build/render/_config.yml
-	$(BIN)/jupyter-book build -W -n --keep-going . --config _build/render/_config.yml --path-output _build/render
+	$(BIN)/jupyter-book build -W -n --keep-going . --path-output _build/render
 
-serve: book
+# Serves the book built before (make book); everything it needs, MathJax included, is local.
+serve:
+	@[ -f _build/html/index.html ] || { echo "serve: no book in _build/html: make book first"; exit 1; }
+	@echo "Serving the book on http://localhost:$(PORT) (Ctrl-C stops it)"
 	$(BIN)/python -m http.server --directory _build/html $(PORT)
 
 test: unit notebooks
@@ -51,7 +63,9 @@ unit: env
 	$(BIN)/python -m pytest tests
 
 notebooks: env
-	cd chapters && ../$(BIN)/python -m pytest --nbval-lax --durations=15 -p no:cacheprovider .
+	rm -rf $(EXECUTED)/chapters
+	cd chapters && FEWSHOT_EXECUTED_DIR=$(CURDIR)/$(EXECUTED)/chapters \
+	    ../$(BIN)/python -m pytest --nbval-lax --durations=15 -p no:cacheprovider .
 
 # The comparison chapter on its own, as in Colab or first in a fresh clone: on a cache without
 # trained runs it trains every method with the chapters' code (utils/methods.py) before comparing

@@ -44,6 +44,12 @@ def test_every_chapter_starts_with_the_colab_cell_and_the_setup(path):
     assert "setup(" in second
 
 
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_the_rendered_page_hides_the_colab_cell_and_the_imports(path):
+    first, second = (c["metadata"].get("tags", []) for c in code_cells(path)[:2])
+    assert "remove-cell" in first and "hide-input" in second
+
+
 def test_the_colab_cell_pins_this_release():
     version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     for cell in ("colab-cell.py", "colab-cell-learn2learn.py"):

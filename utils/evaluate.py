@@ -89,10 +89,10 @@ def evaluate_settings(classify, n_episodes: int, device=None, settings: dict = S
 
 def results_table(rows: dict[str, dict[str, Accuracy]], paper: dict[str, dict[str, float]] | None = None,
                   cite: str = "paper") -> str:
-    """A Markdown table: one row per method, one column per setting (mean ± 95 % CI),
-    with the papers' numbers, when given, in rows of their own marked ``cite``."""
+    """A Markdown table: one row per method, one column per setting (mean ± 95 % CI, numbers
+    right-aligned), with the papers' numbers, when given, in rows of their own marked ``cite``."""
     settings = list(dict.fromkeys(s for r in rows.values() for s in r))
-    lines = ["| method | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+    lines = ["| method | " + " | ".join(settings) + " |", "|:---" + "|---:" * len(settings) + "|"]
     for method, res in rows.items():
         lines.append(f"| {method} | " + " | ".join(str(res[s]) if s in res else "" for s in settings) + " |")
     for method, nums in (paper or {}).items():
