@@ -1,4 +1,4 @@
-"""Execute a notebook the way Colab would, for .ci/colab-check (runs in the check's Python 3.12 venv).
+"""Execute a notebook the way Colab would, for .ci/colab-check (runs in the check's venv of Colab's Python).
 
     python colab_run.py build CHAPTER.ipynb OUT.ipynb [--cell FILE] [--only-first] [--extra CODE]
         copy a chapter; with --cell, its first code cell is replaced by FILE's text;
