@@ -15,7 +15,8 @@ LEARN2LEARN := learn2learn==0.2.0
 
 # Trained weights, the preprocessed data and unpacked archives live here (git-ignored).
 export FEWSHOT_CACHE ?= $(CURDIR)/.cache
-# Quiet gym's banner that `import learn2learn` prints.
+# Keep DeprecationWarnings (gym's, torch's) out of the outputs; gym's printed banner is caught
+# where chapter 7 imports learn2learn.
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 EXECUTED := _build/executed
