@@ -63,11 +63,12 @@ def check_device(device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         dev = None
-    here = ", ".join(available_devices())
+    available = available_devices()
+    here = ", ".join(available)
     if dev is None or dev.type not in DEVICES:
         raise ValueError(f"unknown device {device!r}: allowed are {', '.join(DEVICES)} (or cuda:N for "
                          f"GPU N); this machine has {here}, or leave device=None to pick the best of them")
-    if (f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type) not in available_devices():
+    if (f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type) not in available:
         raise ValueError(f"device {device!r} is not available on this machine: it has {here}; pass one "
                          "of them, or leave device=None to pick the best (runs trained elsewhere load onto it)")
     return dev
