@@ -3,7 +3,8 @@
 #   make test   same set-up, then the unit tests and every notebook under nbval
 # Both execute the chapters the same way, under nbval, which saves each executed notebook to
 # _build/executed/; `make html` renders the book from those (no second execution).
-# and a few more: make serve, make lab, make assignments, make grade SUBMISSIONS=dir, make colab-check
+# and a few more: make serve, make lab, make assignments, make grade SUBMISSIONS=dir,
+#   make colab-check, make bench
 
 PYTHON ?= python3
 VENV   := .venv
@@ -21,7 +22,7 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 EXECUTED := _build/executed
 
-.PHONY: env book html render serve test unit notebooks comparison-alone lab assignments grade colab-check browser-check methods clean
+.PHONY: env book html render serve test unit notebooks comparison-alone lab assignments grade colab-check browser-check methods bench clean
 
 env: $(STAMP)
 
@@ -92,6 +93,12 @@ grade: env
 
 methods: env
 	$(BIN)/python -m utils.collect
+
+# What the code costs on this machine's CPU (benchmarks/speed.py, minutes on 2 cores): one
+# table, and benchmarks/results/cpu.json, which the page "What it costs" reads. On a GPU:
+# $(BIN)/python -m benchmarks.speed --device cuda (writes benchmarks/results/cuda.json).
+bench: env
+	$(BIN)/python -m benchmarks.speed
 
 # Colab reproduced here: a fresh Python 3.13 venv with Colab's torch, torchvision, numpy and
 # matplotlib (versions in .ci/colab-check), the chapters' Colab cells run as in Colab, chapters 1

@@ -119,7 +119,7 @@ def measuring_fit(fit, record: list):
     into ``record``; the trainers import ``fit`` when called, so patching ``utils.train.fit``
     reaches them without changing their code."""
 
-    def wrapped(step, batches, desc="training"):
+    def wrapped(step, batches, desc="training", **options):
         def measured(batch):
             before = _start_peak()
             start = time.perf_counter()
@@ -129,7 +129,7 @@ def measuring_fit(fit, record: list):
             record.append((seconds, None if peak is None else (peak - before) / 1024))
             return out
 
-        return fit(measured, batches, desc)
+        return fit(measured, batches, desc, **options)
 
     return wrapped
 

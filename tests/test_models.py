@@ -1,3 +1,5 @@
+import copy
+
 import torch
 
 from utils.models import conv4, conv_block, n_parameters
@@ -21,3 +23,14 @@ def test_conv4_is_four_blocks_of_the_papers():
 
 def test_conv_block_without_pooling_keeps_the_size():
     assert conv_block(1, 8, pool=False)(torch.zeros(1, 1, 5, 5)).shape == (1, 8, 5, 5)
+
+
+def test_conv_weights_are_channels_last_and_give_the_same_numbers():
+    torch.manual_seed(0)
+    net = conv4()
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            assert m.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(6, 1, 28, 28)
+    plain = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(net(x), plain(x), atol=1e-5, rtol=1e-4)

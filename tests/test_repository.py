@@ -39,7 +39,7 @@ def test_every_chapter_is_in_the_table_of_contents():
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_every_chapter_starts_with_the_colab_cell_and_the_setup(path):
     first, second = (source(c) for c in code_cells(path)[:2])
-    cell = "colab-cell-learn2learn.py" if "learn2learn" in path.read_text() else "colab-cell.py"
+    cell = "colab-cell-learn2learn.py" if "import learn2learn" in path.read_text() else "colab-cell.py"
     assert first.strip() == (ROOT / ".ci" / cell).read_text().strip()
     assert "setup(" in second
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from utils.config import Setup
@@ -17,6 +18,21 @@ def test_fit_records_every_step(capsys):
     assert list(history) == ["loss", "w"] and len(history["loss"]) == 30
     assert history["loss"][-1] < history["loss"][0] and history.seconds >= 0
     assert "toy: 30 steps" in capsys.readouterr().out
+
+
+def test_fit_runs_on_the_threads_asked_and_restores_them():
+    before, seen = torch.get_num_threads(), []
+    fit(lambda _: seen.append(torch.get_num_threads()) or {}, range(2), threads=1)
+    assert seen == [1, 1] and torch.get_num_threads() == before
+
+    def boom(_):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):  # restored after an error too
+        fit(boom, range(1), threads=1)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        fit(lambda _: {}, range(1), threads=0)
 
 
 def test_runs_round_trip_in_the_cache(tmp_path, monkeypatch):

@@ -69,6 +69,26 @@ def evaluate(classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
     return Accuracy(np.array(accs))
 
 
+def choose_on_validation(make_classifier: Callable, choices, n_episodes: int, device=None,
+                         n_way: int = 5, k_shot: int = 1, n_query: int = 15):
+    """Choose a test-time setting (adaptation steps, say) on the validation classes, never on
+    the test episodes: ``make_classifier(choice)`` gives a classify function, scored on the
+    same ``n_episodes`` ``n_way``-way ``k_shot``-shot episodes of the ``val`` split, unrotated
+    as the test classes are. Of the choices whose accuracy is within the 95 % interval of the
+    best one's, the first is chosen: list the cheapest first. Returns ``(choice, {choice:
+    Accuracy})``."""
+    from .data import load_split
+    from .episodes import Episodes
+
+    choices = list(choices)
+    if not choices:
+        raise ValueError("choose_on_validation needs at least one choice, got none")
+    episodes = Episodes(load_split("val", rotations=False), n_way, k_shot, n_query, n_episodes, seed=0)
+    scores = {c: evaluate(make_classifier(c), episodes, device, desc=f"validation: {c}") for c in choices}
+    best = max(scores.values(), key=lambda a: a.mean)
+    return next(c for c in choices if scores[c].mean >= best.mean - best.ci95), scores
+
+
 # The three settings of the papers' tables: (n_way, k_shot).
 SETTINGS = {"5-way 1-shot": (5, 1), "5-way 5-shot": (5, 5), "20-way 1-shot": (20, 1)}
 

@@ -739,11 +739,15 @@ def sine_adaptation_mse(model, x_support, y_support, x_query, y_query, steps, lr
 
 def maml_conv4(n_way=5, hidden=64):
     """Conv-4 and a linear layer to ``n_way`` classes, with batch norm that always uses the
-    statistics of the current batch (no running statistics: MAML's transductive batch norm)."""
+    statistics of the current batch (no running statistics: MAML's transductive batch norm).
+    Its weights are in the standard layout: MAML's second-order backward runs slower in the
+    channels-last layout that Conv-4 has elsewhere in the book (``make bench`` compares them)."""
+    import torch
     from torch import nn
     from utils.models import conv4
 
     model = nn.Sequential(conv4(1, hidden), nn.Linear(hidden, n_way))
+    model = model.to(memory_format=torch.contiguous_format)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.track_running_stats = False
@@ -785,7 +789,7 @@ def maml_settings(S, first_order=False):
         meta_batch=S.pick(quick=4, full=32),
         inner_steps=S.pick(quick=3 if first_order else 1, full=5),
         inner_lr=0.4,
-        test_steps=10,
+        test_step_choices=(1, 3, 5, 10),  # the test-time steps maml_test_steps chooses from
         meta_lr=1e-3,
         n_query=S.pick(quick=5, full=15),
     )
@@ -825,6 +829,17 @@ def train_maml(S, first_order=False, k_shot=1, n_way=5, **overrides):
 
     name = "FOMAML" if first_order else "MAML"
     return model, fit(step, range(h["iterations"]), desc=f"{name} {n_way}-way {k_shot}-shot")
+
+
+def maml_test_steps(model, S, first_order=False, k_shot=1):
+    """The number of test-time steps for ``model`` on 5-way ``k_shot``-shot tasks: the fewest of
+    the settings' ``test_step_choices`` whose accuracy on such episodes of the validation classes
+    is within the 95 % interval of the best (50 episodes at the quick budget, 200 at the full).
+    Returns ``(steps, {steps: Accuracy})``."""
+    from utils.evaluate import choose_on_validation
+    h = maml_settings(S, first_order)
+    return choose_on_validation(lambda k: classifier_maml(model, k, h["inner_lr"]), h["test_step_choices"],
+                                S.pick(quick=50, full=200), S.device, k_shot=k_shot)
 
 
 def classifier_maml(model, steps, lr):
@@ -1016,12 +1031,25 @@ def train_reptile(S, k_shot=1, n_way=5, iterations=None, meta_batch=None, hidden
         lr = outer_lr * (1 - i / iterations)
         return {"loss": reptile_outer_step(model, eps, adapt, lr), "outer step size": lr}
 
-    return model, fit(step, range(iterations), desc="Reptile (Omniglot)")
+    # one thread: minibatches of ten images are many small operations (see fit)
+    return model, fit(step, range(iterations), desc="Reptile (Omniglot)", threads=1)
 
 
 def reptile_test_settings(S):
-    """Test-time adaptation of the budget of ``S``: Adam ``steps`` of learning rate ``lr``."""
-    return dict(steps=S.pick(quick=20, full=50), lr=S.pick(quick=1e-2, full=1e-3))
+    """Test-time adaptation of the budget of ``S``: Adam steps of learning rate ``lr``, their
+    number chosen by :func:`reptile_test_steps` among ``step_choices``."""
+    return dict(step_choices=S.pick(quick=(5, 10, 20), full=(10, 25, 50)), lr=S.pick(quick=1e-2, full=1e-3))
+
+
+def reptile_test_steps(model, S, k_shot=1):
+    """The number of test-time Adam steps for ``model`` on 5-way ``k_shot``-shot tasks: the
+    fewest of ``step_choices`` whose accuracy (transductive) on such episodes of the validation
+    classes is within the 95 % interval of the best (50 episodes at the quick budget, 200 at
+    the full). Returns ``(steps, {steps: Accuracy})``."""
+    from utils.evaluate import choose_on_validation
+    h = reptile_test_settings(S)
+    return choose_on_validation(lambda k: classifier_reptile(model, k, h["lr"]), h["step_choices"],
+                                S.pick(quick=50, full=200), S.device, k_shot=k_shot)
 
 
 def classifier_reptile(model, steps, lr, transductive=True, running_stats=False, batch=None):

@@ -20,15 +20,30 @@ class History(dict):
     seconds: float = 0.0
 
 
-def fit(step: Callable[[Any], dict], batches: Iterable, desc: str = "training") -> History:
+def fit(step: Callable[[Any], dict], batches: Iterable, desc: str = "training",
+        threads: int | None = None) -> History:
     """Call ``step(batch)`` for every batch (an episode, or a batch of images) with a
-    progress bar; ``step`` does one update and returns its metrics as ``{name: float}``."""
+    progress bar; ``step`` does one update and returns its metrics as ``{name: float}``.
+
+    ``threads``: the CPU threads PyTorch uses during the loop (then restored). One thread suits
+    training made of many small operations (Reptile's minibatches of ten images): it is about
+    as fast as two on a quiet machine, and two threads on cores that another busy process
+    shares wait on each other and slow down several times (measured by ``make bench``).
+    """
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    before = torch.get_num_threads()
     history, start = History(), time.perf_counter()
     bar = tqdm(batches, desc=desc)
-    for batch in bar:
-        for name, value in step(batch).items():
-            history.setdefault(name, []).append(float(value))
-        bar.set_postfix({n: f"{np.mean(v[-50:]):.3f}" for n, v in history.items()}, refresh=False)
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for batch in bar:
+            for name, value in step(batch).items():
+                history.setdefault(name, []).append(float(value))
+            bar.set_postfix({n: f"{np.mean(v[-50:]):.3f}" for n, v in history.items()}, refresh=False)
+    finally:
+        torch.set_num_threads(before)
     history.seconds = time.perf_counter() - start
     print(f"{desc}: {len(bar)} steps in {history.seconds:.0f} s")
     return history

@@ -1,0 +1,1 @@
+"""Speed measurements of the book's code (``python -m benchmarks.speed``)."""

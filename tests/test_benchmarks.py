@@ -1,0 +1,49 @@
+"""The speed benchmark (``benchmarks/speed.py``) runs, in its smoke mode, and writes its JSON.
+
+Only the sections that need no data set and no training run here (peak, conv4, maml_step), on
+one CPU thread as in ``test_full_budget.py``: a few seconds, and cheap on a shared machine, where
+two threads that wait for each other can take many times longer. The numbers of a smoke run are
+not measurements: only their shape is checked.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pytest tests` (not `python -m pytest`) leaves the root out
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import speed  # noqa: E402
+
+SECTIONS = ("peak", "conv4", "maml_step")
+TIMES = {"peak": ("ms",), "conv4": ("ms",), "maml_step": ("ours_ms",)}
+
+
+def test_smoke_run_writes_every_section_with_positive_times(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        speed.main(["--smoke", "--sections", ",".join(SECTIONS), "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    data = json.loads(out.read_text())
+
+    assert set(data["sections"]) == set(SECTIONS)
+    assert data["meta"]["device_type"] == "cpu" and data["meta"]["smoke"] is True
+    assert data["meta"]["threads"] == 1
+    for section in SECTIONS:
+        rows = data["sections"][section]
+        assert rows, f"{section} has no rows"
+        for row in rows:
+            for key in TIMES[section]:
+                assert row[key] > 0, f"{section}: {key} = {row[key]} in {row}"
+    assert {r["dtype"] for r in data["sections"]["peak"]} == {"fp32", "bf16"}
+    for row in data["sections"]["conv4"]:
+        assert row["gflops"] > 0 and row["fraction_of_fp32_peak"] > 0, row
+    for row in data["sections"]["maml_step"]:  # learn2learn's time when it is installed
+        assert row["learn2learn"] != "ok" or row["learn2learn_ms"] > 0
+    printed = capsys.readouterr().out
+    assert "device:" in printed and "maml_step" in printed and str(out) in printed
