@@ -10,7 +10,9 @@ Run from the repository root with the book's environment:
     python assignments/classroom.py autograde SUBMISSIONS_DIR
         SUBMISSIONS_DIR/<student>/<assignment>/<assignment>.ipynb: copied into nbgrader's
         submitted/ folder, autograded (hidden tests put back, every notebook executed),
-        a table of scores printed and written to assignments/work/grades.csv
+        a table of scores printed and written to assignments/work/grades.csv; written
+        answers (manually graded cells) wait for the formgrader, and the table says how
+        many points do
 
 Both take --work DIR (default assignments/work, or $CLASSROOM_WORK): the folder that holds
 everything nbgrader writes, release/, submitted/, autograded/, feedback/ and gradebook.db.
@@ -121,7 +123,9 @@ def collect(submissions: Path, work: Path) -> list[tuple[str, str]]:
 def autograde(submissions, work=None, csv_path=None, quiet: bool = False) -> list[dict]:
     """Autograde every submission in ``submissions``; print and write the score table.
 
-    Returns one row per (student, assignment): ``student, assignment, score, max_score``.
+    Returns one row per (student, assignment): ``student, assignment, score, max_score``,
+    ``manual_pending`` (the points of written answers that wait for grading by hand, counted
+    as 0 in ``score`` until then) and ``seconds`` (how long autograding it took).
     """
     from nbgrader.api import Gradebook
 
@@ -134,20 +138,25 @@ def autograde(submissions, work=None, csv_path=None, quiet: bool = False) -> lis
         missing = sorted({a for _, a in pairs} - have)
         if missing:  # autograding needs the assignment's master copy in the gradebook
             generate(work, missing, quiet=quiet)
+        seconds = {}
         for student, name in pairs:
             start = time.perf_counter()
             _check(api.autograde(name, student, force=True, create=True), f"autograde {student}/{name}")
+            seconds[student, name] = time.perf_counter() - start
             if not quiet:
-                print(f"autograded {student}/{name} in {time.perf_counter() - start:.1f} s")
+                print(f"autograded {student}/{name} in {seconds[student, name]:.1f} s")
         rows = []
         with Gradebook(db_url) as gb:
             for student, name in pairs:
                 sub = gb.find_submission(name, student)
+                pending = sum(g.max_score for nb in sub.notebooks for g in nb.grades if g.needs_manual_grade)
                 rows.append(dict(student=student, assignment=name, score=float(sub.score),
-                                 max_score=float(sub.max_score)))
+                                 max_score=float(sub.max_score), manual_pending=float(pending),
+                                 seconds=round(seconds[student, name], 1)))
     csv_path = Path(csv_path) if csv_path else work / "grades.csv"
     with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["student", "assignment", "score", "max_score"])
+        writer = csv.DictWriter(f, fieldnames=["student", "assignment", "score", "max_score", "manual_pending"],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     if not quiet:
@@ -158,7 +167,9 @@ def autograde(submissions, work=None, csv_path=None, quiet: bool = False) -> lis
 
 
 def score_table(rows: list[dict]) -> str:
-    """One line per student, one column per assignment (score/max), and the total."""
+    """One line per student, one column per assignment (score/max), and the total; a ``*``
+    marks a score with written answers still to grade by hand (a line below says how many
+    points)."""
     names = sorted({r["assignment"] for r in rows})
     students = sorted({r["student"] for r in rows})
     cell = {(r["student"], r["assignment"]): r for r in rows}
@@ -169,9 +180,14 @@ def score_table(rows: list[dict]) -> str:
         got = [cell.get((s, n)) for n in names]
         score = sum(r["score"] for r in got if r)
         out_of = sum(r["max_score"] for r in got if r)
-        marks = [f"{r['score']:g}/{r['max_score']:g}" if r else "-" for r in got]
-        lines.append(f"{s:<{width}}  " + "  ".join(f"{m:>{w}}" for m, w in zip(marks, cols))
-                     + f"{score:g}/{out_of:g}".rjust(11))
+        waiting = [r.get("manual_pending", 0) > 0 if r else False for r in got]
+        marks = [f"{r['score']:g}/{r['max_score']:g}" + "*" * w if r else "-" for r, w in zip(got, waiting)]
+        total = f"{score:g}/{out_of:g}" + "*" * any(waiting)
+        lines.append(f"{s:<{width}}  " + "  ".join(f"{m:>{w}}" for m, w in zip(marks, cols)) + total.rjust(11))
+    pending = sum(r.get("manual_pending", 0) for r in rows)
+    if pending:
+        lines.append(f"\n* written answers, {pending:g} points in all, wait for grading by hand in nbgrader's "
+                     "formgrader (counted as 0 until then)")
     return "\n".join(lines)
 
 
