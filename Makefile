@@ -1,6 +1,6 @@
 # The book's two commands (see README.md):
 #   make book   create .venv, install everything, execute every chapter once, render the HTML book
-#   make test   same set-up, then the unit tests and every notebook under nbval
+#   make test   same set-up, then the lint (ruff), the unit tests and every notebook under nbval
 # Both execute the chapters the same way, under nbval, which saves each executed notebook to
 # _build/executed/; `make html` renders the book from those (no second execution).
 # and a few more: make serve, make lab, make assignments, make grade SUBMISSIONS=dir,
@@ -22,7 +22,7 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 EXECUTED := _build/executed
 
-.PHONY: env book html render serve test unit notebooks comparison-alone lab assignments grade colab-check browser-check methods bench clean
+.PHONY: env book html render serve test lint format unit notebooks comparison-alone lab assignments grade colab-check browser-check methods bench clean
 
 env: $(STAMP)
 
@@ -61,7 +61,17 @@ serve:
 	@echo "Serving the book on http://localhost:$(PORT) (Ctrl-C stops it)"
 	$(BIN)/python -m http.server --directory _build/html $(PORT)
 
-test: unit notebooks
+test: lint unit notebooks
+
+# ruff over utils/, tests/, benchmarks/, .ci/ and the chapters' code cells (pyproject.toml): the
+# lint rules, and the format (lines of at most 100 characters). `make format` rewrites the files.
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: env
+	$(BIN)/ruff format .
+	$(BIN)/python -m utils.collect
 
 unit: env
 	$(BIN)/python -m pytest tests

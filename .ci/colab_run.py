@@ -1,14 +1,16 @@
-"""Execute a notebook the way Colab would, for .ci/colab-check (runs in the check's venv of Colab's Python).
+"""Execute a notebook the way Colab would, for .ci/colab-check (runs in the check's venv of
+Colab's Python).
 
-    python colab_run.py build CHAPTER.ipynb OUT.ipynb [--cell FILE] [--only-first] [--extra CODE]
-        copy a chapter; with --cell, its first code cell is replaced by FILE's text;
-        with --only-first, keep just that cell (and --extra code cells after it)
-    python colab_run.py exec NB.ipynb OUT.ipynb [--colab] [--timeout S]
-        run it in a fresh kernel of this interpreter, in NB's folder; with --colab, the kernel
-        starts the way Colab's does, with `google.colab` imported (a stand-in package put on
-        PYTHONPATH). Prints one line per code cell with its wall time, and `first_cell_s=...`,
-        `total_s=...`; fails on the first error.
+python colab_run.py build CHAPTER.ipynb OUT.ipynb [--cell FILE] [--only-first] [--extra CODE]
+    copy a chapter; with --cell, its first code cell is replaced by FILE's text;
+    with --only-first, keep just that cell (and --extra code cells after it)
+python colab_run.py exec NB.ipynb OUT.ipynb [--colab] [--timeout S]
+    run it in a fresh kernel of this interpreter, in NB's folder; with --colab, the kernel
+    starts the way Colab's does, with `google.colab` imported (a stand-in package put on
+    PYTHONPATH). Prints one line per code cell with its wall time, and `first_cell_s=...`,
+    `total_s=...`; fails on the first error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +34,15 @@ def build(args) -> None:
     if args.cell:
         first.source = Path(args.cell).read_text().rstrip("\n")
     if "google.colab" not in first.source:
-        sys.exit(f"{args.chapter}: the first code cell does not look for Colab (google.colab):\n{first.source}")
+        sys.exit(
+            f"{args.chapter}: the first code cell does not look for Colab "
+            f"(google.colab):\n{first.source}"
+        )
     if "FEWSHOT_BOOK_SPEC" not in first.source:
-        sys.exit(f"{args.chapter}: the first code cell does not read FEWSHOT_BOOK_SPEC, so this check "
-                 f"cannot point its install at the local checkout:\n{first.source}")
+        sys.exit(
+            f"{args.chapter}: the first code cell does not read FEWSHOT_BOOK_SPEC, so this check "
+            f"cannot point its install at the local checkout:\n{first.source}"
+        )
     if args.only_first:
         nb.cells = [first] + [nbformat.v4.new_code_cell(x) for x in args.extra]
     for c in nb.cells:
@@ -49,7 +56,10 @@ def _seconds(cell) -> float | None:
     a, b = t.get("iopub.execute_input"), t.get("shell.execute_reply")
     if not (a and b):
         return None
-    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+    def parse(stamp):
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
     return (parse(b) - parse(a)).total_seconds()
 
 
@@ -64,7 +74,9 @@ def execute(args) -> None:
     if args.colab:
         fake = Path(tempfile.mkdtemp(prefix="fake-colab-"))
         (fake / "google" / "colab").mkdir(parents=True)  # `google` stays a namespace package
-        (fake / "google" / "colab" / "__init__.py").write_text('"""Stand-in for Colab\'s package."""\n')
+        (fake / "google" / "colab" / "__init__.py").write_text(
+            '"""Stand-in for Colab\'s package."""\n'
+        )
         env["PYTHONPATH"] = str(fake)
         extra = ["--IPKernelApp.exec_lines=import google.colab"]  # Colab's kernel has it imported
     else:
@@ -78,14 +90,26 @@ def execute(args) -> None:
     # this interpreter's kernel, whatever other "python3" kernels the machine has
     spec = Path(tempfile.mkdtemp(prefix="kernelspec-"))
     (spec / "kernels" / "python3").mkdir(parents=True)
-    (spec / "kernels" / "python3" / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3", "language": "python"}))
+    (spec / "kernels" / "python3" / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3",
+                "language": "python",
+            }
+        )
+    )
     os.environ["JUPYTER_PATH"] = str(spec)
 
-    client = Client(nb, timeout=args.timeout, kernel_name="python3", allow_errors=False,
-                    extra_arguments=extra, resources={"metadata": {"path": str(nb_path.parent)}},
-                    record_timing=True)
+    client = Client(
+        nb,
+        timeout=args.timeout,
+        kernel_name="python3",
+        allow_errors=False,
+        extra_arguments=extra,
+        resources={"metadata": {"path": str(nb_path.parent)}},
+        record_timing=True,
+    )
     t0 = time.perf_counter()
     failed = None
     try:
@@ -102,7 +126,11 @@ def execute(args) -> None:
         if i == 0:
             for o in c.outputs:
                 text = o.get("text") or "".join(o.get("data", {}).get("text/plain", ""))
-                lines = [x for x in str(text).strip().splitlines() if "neither a file nor a directory" not in x]
+                lines = [
+                    x
+                    for x in str(text).strip().splitlines()
+                    if "neither a file nor a directory" not in x
+                ]
                 for line in lines[-15:]:
                     print(f"           | {line}")
     if failed:
@@ -117,12 +145,16 @@ def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build")
-    b.add_argument("chapter"); b.add_argument("out")
-    b.add_argument("--cell"); b.add_argument("--only-first", action="store_true")
+    b.add_argument("chapter")
+    b.add_argument("out")
+    b.add_argument("--cell")
+    b.add_argument("--only-first", action="store_true")
     b.add_argument("--extra", action="append", default=[])
     e = sub.add_parser("exec")
-    e.add_argument("nb"); e.add_argument("out")
-    e.add_argument("--colab", action="store_true"); e.add_argument("--timeout", type=int, default=1800)
+    e.add_argument("nb")
+    e.add_argument("out")
+    e.add_argument("--colab", action="store_true")
+    e.add_argument("--timeout", type=int, default=1800)
     args = p.parse_args()
     build(args) if args.cmd == "build" else execute(args)
 

@@ -36,6 +36,7 @@ machine that was not quiet shows there). The file goes to
 temporary folder unless ``--out`` is given); the book's page "What it costs"
 (``chapters/10_what_it_costs.ipynb``) reads every file there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,13 +87,28 @@ TRAINERS: dict[str, tuple[Callable, int]] = {
 # (evaluated, timed) and the training steps (None: those of TRAINERS). The smoke run checks that
 # every code path runs, quickly: one repetition, and Conv-4 and MAML on their smallest batch
 # only (a batch of 600 images or a meta-batch of 32 tasks takes seconds a step on 2 cores).
-FULL = dict(peak=(2, 5), conv4=(2, 5), maml_step=(1, 5), episodes=(100, 10), train_steps=None,
-            conv4_batches=CONV4_BATCHES, meta_batches=MAML_META_BATCHES)
-SMOKE = dict(peak=(1, 1), conv4=(1, 1), maml_step=(1, 1), episodes=(3, 2), train_steps=2,
-             conv4_batches=CONV4_BATCHES[:1], meta_batches=MAML_META_BATCHES[:1])
+FULL = dict(
+    peak=(2, 5),
+    conv4=(2, 5),
+    maml_step=(1, 5),
+    episodes=(100, 10),
+    train_steps=None,
+    conv4_batches=CONV4_BATCHES,
+    meta_batches=MAML_META_BATCHES,
+)
+SMOKE = dict(
+    peak=(1, 1),
+    conv4=(1, 1),
+    maml_step=(1, 1),
+    episodes=(3, 2),
+    train_steps=2,
+    conv4_batches=CONV4_BATCHES[:1],
+    meta_batches=MAML_META_BATCHES[:1],
+)
 
 
 # --- timing and the machine ---------------------------------------------------------------------
+
 
 def _sync(device: torch.device) -> None:
     """Wait for the GPU's queued work (nothing to wait for on the CPU)."""
@@ -134,8 +150,13 @@ def device_name(device: torch.device) -> str:
 def git_commit() -> str:
     """``git rev-parse --short HEAD`` of the repository, or "unknown"."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
@@ -201,14 +222,22 @@ def section_peak(device: torch.device, reps: dict) -> list[dict]:
             b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
             ms = time_ms(lambda: torch.mm(a, b), device, warmup, timed)
             row[f"ms_n{n}"] = ms
-            row[f"gflops_n{n}"] = 2 * n ** 3 / ms / 1e6
+            row[f"gflops_n{n}"] = 2 * n**3 / ms / 1e6
         best = max(PEAK_SIZES, key=lambda n: row[f"gflops_n{n}"])
-        rows.append({"dtype": name, "gflops": row[f"gflops_n{best}"], "n": best,
-                     "ms": row[f"ms_n{best}"], **{k: v for k, v in row.items() if k != "dtype"}})
+        rows.append(
+            {
+                "dtype": name,
+                "gflops": row[f"gflops_n{best}"],
+                "n": best,
+                "ms": row[f"ms_n{best}"],
+                **{k: v for k, v in row.items() if k != "dtype"},
+            }
+        )
     return rows
 
 
 # --- 2. conv4 -----------------------------------------------------------------------------------
+
 
 def _conv4_classifier(device: torch.device, memory_format: torch.memory_format) -> nn.Module:
     """Conv-4 and a linear layer to 20 classes, seeded, in ``memory_format``."""
@@ -221,10 +250,14 @@ def _conv4_classifier(device: torch.device, memory_format: torch.memory_format) 
 def _train_step(model: nn.Module, opt, x, y, autocast: bool, device: torch.device) -> Callable:
     """One training step as a function: forward and cross-entropy (under bf16 autocast when
     asked), backward, Adam step."""
+
     def step():
         opt.zero_grad(set_to_none=True)
-        ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if autocast
-               else contextlib.nullcontext())
+        ctx = (
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if autocast
+            else contextlib.nullcontext()
+        )
         with ctx:
             loss = F.cross_entropy(model(x), y)
         loss.backward()
@@ -257,13 +290,21 @@ def section_conv4(device: torch.device, reps: dict, peak_fp32: float | None) -> 
                 flops = counter.get_total_flops()
             ms = time_ms(step, device, warmup, timed)
             gflops = flops / ms / 1e6
-            rows.append({"variant": variant, "batch": batch, "ms": ms,
-                         "gflop_per_step": flops / 1e9, "gflops": gflops,
-                         "fraction_of_fp32_peak": gflops / peak_fp32 if peak_fp32 else None})
+            rows.append(
+                {
+                    "variant": variant,
+                    "batch": batch,
+                    "ms": ms,
+                    "gflop_per_step": flops / 1e9,
+                    "gflops": gflops,
+                    "fraction_of_fp32_peak": gflops / peak_fp32 if peak_fp32 else None,
+                }
+            )
     return rows
 
 
 # --- 3. maml_step -------------------------------------------------------------------------------
+
 
 def import_learn2learn():
     """learn2learn (its import prints gym's banner on stderr, swallowed here), or the reason it
@@ -276,17 +317,28 @@ def import_learn2learn():
     return learn2learn
 
 
-def random_tasks(n_tasks: int, device: torch.device, n_way: int = 5, k_shot: int = 1,
-                 n_query: int = 5, seed: int = 0) -> list:
+def random_tasks(
+    n_tasks: int,
+    device: torch.device,
+    n_way: int = 5,
+    k_shot: int = 1,
+    n_query: int = 5,
+    seed: int = 0,
+) -> list:
     """``n_tasks`` episodes of random 28x28 images, labels ``arange(n_way).repeat_interleave``."""
     from utils.episodes import Episode
 
     g = torch.Generator(device=device).manual_seed(seed)
     labels = torch.arange(n_way, device=device)
-    return [Episode(torch.rand(n_way * k_shot, 1, 28, 28, device=device, generator=g),
-                    labels.repeat_interleave(k_shot),
-                    torch.rand(n_way * n_query, 1, 28, 28, device=device, generator=g),
-                    labels.repeat_interleave(n_query)) for _ in range(n_tasks)]
+    return [
+        Episode(
+            torch.rand(n_way * k_shot, 1, 28, 28, device=device, generator=g),
+            labels.repeat_interleave(k_shot),
+            torch.rand(n_way * n_query, 1, 28, 28, device=device, generator=g),
+            labels.repeat_interleave(n_query),
+        )
+        for _ in range(n_tasks)
+    ]
 
 
 def section_maml_step(device: torch.device, reps: dict) -> list[dict]:
@@ -310,14 +362,21 @@ def section_maml_step(device: torch.device, reps: dict) -> list[dict]:
                 params, buffers = dict(ours.named_parameters()), dict(ours.named_buffers())
                 opt.zero_grad()
                 for ep in tasks:
-                    loss, _ = M.maml_task_loss(ours, params, buffers, ep, steps, MAML_LR,
-                                               first_order)
+                    loss, _ = M.maml_task_loss(
+                        ours, params, buffers, ep, steps, MAML_LR, first_order
+                    )
                     (loss / B).backward()
                 opt.step()
 
-            row = {"order": order, "inner_steps": steps, "meta_batch": B, "ours_ms": None,
-                   "learn2learn_ms": None, "ratio_ours_over_learn2learn": None,
-                   "learn2learn": "ok" if not isinstance(l2l, str) else l2l}
+            row = {
+                "order": order,
+                "inner_steps": steps,
+                "meta_batch": B,
+                "ours_ms": None,
+                "learn2learn_ms": None,
+                "ratio_ours_over_learn2learn": None,
+                "learn2learn": "ok" if not isinstance(l2l, str) else l2l,
+            }
             runs = {"ours_ms": our_step}
             if not isinstance(l2l, str):
                 maml = l2l.algorithms.MAML(theirs, lr=MAML_LR, first_order=first_order)
@@ -349,6 +408,7 @@ def section_maml_step(device: torch.device, reps: dict) -> list[dict]:
 
 
 # --- 4. adaptation ------------------------------------------------------------------------------
+
 
 def _reptile_before(model: nn.Module, steps: int, lr: float, transductive: bool = True) -> Callable:
     """Reptile's test-time classifier as it was before (``classifier_reptile`` of
@@ -420,35 +480,63 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
     for name, label in (("maml", "MAML"), ("fomaml", "FOMAML")):
         model, run, trained = _trained_model(name, M.maml_conv4, S)
         steps = _one_shot_steps(run, 10)
-        cases.append((label, "transductive", trained, (10, MAML_LR), (steps, MAML_LR),
-                      M.classifier_maml(model, 10, MAML_LR),
-                      M.classifier_maml(model, steps, MAML_LR)))
+        cases.append(
+            (
+                label,
+                "transductive",
+                trained,
+                (10, MAML_LR),
+                (steps, MAML_LR),
+                M.classifier_maml(model, 10, MAML_LR),
+                M.classifier_maml(model, steps, MAML_LR),
+            )
+        )
     model, run, trained = _trained_model("reptile", M.reptile_model, S)
     steps, lr = _one_shot_steps(run, 20), 1e-2
     # before: the model as the book had it then, its convolutions in the contiguous layout
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     for transductive in (True, False):
         setting = "transductive" if transductive else "non-transductive"
-        cases.append(("Reptile", setting, trained, (20, 1e-2), (steps, lr),
-                      _reptile_before(plain, 20, 1e-2, transductive),
-                      M.classifier_reptile(model, steps, lr, transductive=transductive)))
+        cases.append(
+            (
+                "Reptile",
+                setting,
+                trained,
+                (20, 1e-2),
+                (steps, lr),
+                _reptile_before(plain, 20, 1e-2, transductive),
+                M.classifier_reptile(model, steps, lr, transductive=transductive),
+            )
+        )
     rows = []
     for label, setting, trained, before_h, after_h, before, after in cases:
-        row: dict = {"method": label, "setting": setting, "trained": trained, "episodes": n_eval,
-                     "timed_episodes": max(1, len(timed) - 1)}
+        row: dict = {
+            "method": label,
+            "setting": setting,
+            "trained": trained,
+            "episodes": n_eval,
+            "timed_episodes": max(1, len(timed) - 1),
+        }
         for when, h, classify in (("before", before_h, before), ("after", after_h, after)):
             torch.manual_seed(0)
             acc = evaluate(classify, episodes, device, desc=f"{label} {setting} {when}")
             torch.manual_seed(0)
-            row.update({f"{when}_steps": h[0], f"{when}_lr": h[1],
-                        f"{when}_ms": _ms_per_episode(classify, timed, device),
-                        f"{when}_acc": acc.mean, f"{when}_ci95": acc.ci95})
+            row.update(
+                {
+                    f"{when}_steps": h[0],
+                    f"{when}_lr": h[1],
+                    f"{when}_ms": _ms_per_episode(classify, timed, device),
+                    f"{when}_acc": acc.mean,
+                    f"{when}_ci95": acc.ci95,
+                }
+            )
         row["speedup"] = row["before_ms"] / row["after_ms"]
         rows.append(row)
     return rows
 
 
 # --- 5. training --------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def busy_process():
@@ -495,12 +583,20 @@ def section_training(device: torch.device, reps: dict) -> list[dict]:
                 alone = train(M, S, n)[1].seconds
             with busy_process(), quiet():
                 beside = train(M, S, n)[1].seconds
-            rows.append({"method": name, "steps": n, "alone_ms": 1e3 * alone / n,
-                         "beside_ms": 1e3 * beside / n, "slowdown": beside / alone})
+            rows.append(
+                {
+                    "method": name,
+                    "steps": n,
+                    "alone_ms": 1e3 * alone / n,
+                    "beside_ms": 1e3 * beside / n,
+                    "slowdown": beside / alone,
+                }
+            )
     return rows
 
 
 # --- the table and the file ---------------------------------------------------------------------
+
 
 def _f(value, fmt: str = "{:.1f}") -> str:
     """``value`` formatted, or "n/a" for None."""
@@ -511,27 +607,64 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
     """One line per row of every section: (section, case, ms, baseline ms, ratio, notes)."""
     lines = []
     for r in sections.get("peak", []):
-        lines.append(("peak", f"{r['dtype']} matmul, n={r['n']}", _f(r["ms"], "{:.2f}"), "", "",
-                      f"{r['gflops']:.1f} GFLOP/s (best of n={'/'.join(map(str, PEAK_SIZES))})"))
+        lines.append(
+            (
+                "peak",
+                f"{r['dtype']} matmul, n={r['n']}",
+                _f(r["ms"], "{:.2f}"),
+                "",
+                "",
+                f"{r['gflops']:.1f} GFLOP/s (best of n={'/'.join(map(str, PEAK_SIZES))})",
+            )
+        )
     for r in sections.get("conv4", []):
-        lines.append(("conv4", f"{r['variant']}, batch {r['batch']}", _f(r["ms"]), "",
-                      _f(r["fraction_of_fp32_peak"], "{:.3f}"),
-                      f"{r['gflops']:.1f} GFLOP/s, {r['gflop_per_step']:.2f} GFLOP/step"))
+        lines.append(
+            (
+                "conv4",
+                f"{r['variant']}, batch {r['batch']}",
+                _f(r["ms"]),
+                "",
+                _f(r["fraction_of_fp32_peak"], "{:.3f}"),
+                f"{r['gflops']:.1f} GFLOP/s, {r['gflop_per_step']:.2f} GFLOP/step",
+            )
+        )
     for r in sections.get("maml_step", []):
-        lines.append(("maml_step", f"{r['order']} order, {r['inner_steps']} step(s), "
-                      f"meta-batch {r['meta_batch']}", _f(r["ours_ms"]), _f(r["learn2learn_ms"]),
-                      _f(r["ratio_ours_over_learn2learn"], "{:.2f}"),
-                      "" if r["learn2learn"] == "ok" else r["learn2learn"]))
+        lines.append(
+            (
+                "maml_step",
+                f"{r['order']} order, {r['inner_steps']} step(s), meta-batch {r['meta_batch']}",
+                _f(r["ours_ms"]),
+                _f(r["learn2learn_ms"]),
+                _f(r["ratio_ours_over_learn2learn"], "{:.2f}"),
+                "" if r["learn2learn"] == "ok" else r["learn2learn"],
+            )
+        )
     for r in sections.get("adaptation", []):
-        acc = (f"acc {r['before_acc']:.1f}±{_f(r['before_ci95'])} -> "
-               f"{r['after_acc']:.1f}±{_f(r['after_ci95'])} %")
-        lines.append(("adaptation", f"{r['method']} {r['setting']}, "
-                      f"{r['before_steps']} -> {r['after_steps']} steps", _f(r["after_ms"]),
-                      _f(r["before_ms"]), _f(r["speedup"], "{:.2f}"),
-                      acc + ("" if r["trained"] else " (untrained)")))
+        acc = (
+            f"acc {r['before_acc']:.1f}±{_f(r['before_ci95'])} -> "
+            f"{r['after_acc']:.1f}±{_f(r['after_ci95'])} %"
+        )
+        lines.append(
+            (
+                "adaptation",
+                f"{r['method']} {r['setting']}, {r['before_steps']} -> {r['after_steps']} steps",
+                _f(r["after_ms"]),
+                _f(r["before_ms"]),
+                _f(r["speedup"], "{:.2f}"),
+                acc + ("" if r["trained"] else " (untrained)"),
+            )
+        )
     for r in sections.get("training", []):
-        lines.append(("training", f"{r['method']}, {r['steps']} steps", _f(r["beside_ms"]),
-                      _f(r["alone_ms"]), _f(r["slowdown"], "{:.2f}"), ""))
+        lines.append(
+            (
+                "training",
+                f"{r['method']}, {r['steps']} steps",
+                _f(r["beside_ms"]),
+                _f(r["alone_ms"]),
+                _f(r["slowdown"], "{:.2f}"),
+                "",
+            )
+        )
     return lines
 
 
@@ -547,11 +680,13 @@ ms / baseline ms / ratio, by section:
 def render(meta: dict, sections: dict[str, list[dict]]) -> str:
     """The plain-text report: the machine, then one aligned table of every section, then its
     legend."""
-    head = [f"device: {meta['device']} ({meta['device_type']})   torch {meta['torch']}   "
-            f"threads {meta['threads']}   load average {meta['load_average']}",
-            f"GOMP_SPINCOUNT={meta['GOMP_SPINCOUNT']}   "
-            f"OMP_NUM_THREADS={meta['OMP_NUM_THREADS']}   commit {meta['commit']}   "
-            f"{meta['date']}" + ("   (smoke run)" if meta["smoke"] else "")]
+    head = [
+        f"device: {meta['device']} ({meta['device_type']})   torch {meta['torch']}   "
+        f"threads {meta['threads']}   load average {meta['load_average']}",
+        f"GOMP_SPINCOUNT={meta['GOMP_SPINCOUNT']}   "
+        f"OMP_NUM_THREADS={meta['OMP_NUM_THREADS']}   commit {meta['commit']}   "
+        f"{meta['date']}" + ("   (smoke run)" if meta["smoke"] else ""),
+    ]
     rows = [("section", "case", "ms", "baseline ms", "ratio", "notes")] + table_rows(sections)
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = []
@@ -577,19 +712,28 @@ def _clean(value):
 
 # --- the command --------------------------------------------------------------------------------
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line: ``--device``, ``--smoke``, ``--out``, ``--sections``."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda (cuda:N for GPU N)")
-    p.add_argument("--smoke", action="store_true",
-                   help="one repetition, the smallest batches, 3 test episodes, 2 training steps: "
-                        "a check that the script runs, not a measurement; writes to a temporary "
-                        "folder unless --out is given")
-    p.add_argument("--out",
-                   help="where the JSON goes (default: benchmarks/results/<device type>.json)")
-    p.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one repetition, the smallest batches, 3 test episodes, 2 training steps: "
+        "a check that the script runs, not a measurement; writes to a temporary "
+        "folder unless --out is given",
+    )
+    p.add_argument(
+        "--out", help="where the JSON goes (default: benchmarks/results/<device type>.json)"
+    )
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
     args = p.parse_args(argv)
     from utils.config import check_device
 
@@ -602,8 +746,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown or not chosen:
-        p.error(f"--sections {args.sections!r}: unknown {', '.join(unknown) or '(none given)'}; "
-                f"allowed are {', '.join(SECTIONS)}")
+        p.error(
+            f"--sections {args.sections!r}: unknown {', '.join(unknown) or '(none given)'}; "
+            f"allowed are {', '.join(SECTIONS)}"
+        )
     args.sections = [s for s in SECTIONS if s in chosen]
     return args
 
@@ -618,8 +764,9 @@ def main(argv=None) -> dict:
         print(f"measuring {name} on {device} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         if name == "conv4":
-            peak = next((r["gflops"] for r in sections.get("peak", []) if r["dtype"] == "fp32"),
-                        None)
+            peak = next(
+                (r["gflops"] for r in sections.get("peak", []) if r["dtype"] == "fp32"), None
+            )
             sections[name] = section_conv4(device, reps, peak)
         else:
             sections[name] = globals()[f"section_{name}"](device, reps)

@@ -6,6 +6,7 @@
   produced under nbval, so the book is rendered from this one execution (``make book``) instead
   of executing every chapter a second time.
 """
+
 import os
 from collections import defaultdict
 from pathlib import Path

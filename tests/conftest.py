@@ -1,4 +1,6 @@
-"""Fixtures: a tiny fake Omniglot tree for the loader's mechanics, and the real data when present."""
+"""Fixtures: a tiny fake Omniglot tree for the loader's mechanics, and the real data when
+present."""
+
 import os
 import tarfile
 from pathlib import Path
@@ -18,8 +20,12 @@ FAKE = {
 
 def fake_names():
     """The sorted character names of the fake tree, background first."""
-    return [f"{a}/character{c:02d}" for part in FAKE.values() for a in sorted(part)
-            for c in range(1, part[a] + 1)]
+    return [
+        f"{a}/character{c:02d}"
+        for part in FAKE.values()
+        for a in sorted(part)
+        for c in range(1, part[a] + 1)
+    ]
 
 
 @pytest.fixture
@@ -49,7 +55,7 @@ def fake_tree(tmp_path, monkeypatch):
                 side = 4 * (names.index(f"{alphabet}/character{c:02d}") + 1)
                 for d in range(20, 0, -1):
                     img = np.ones((105, 105), dtype=bool)
-                    img[:side * 4, :side * 4] = False  # black strokes on white, as in Omniglot
+                    img[: side * 4, : side * 4] = False  # black strokes on white, as in Omniglot
                     Image.fromarray(img).save(folder / f"{c:04d}_{d:02d}.png")
     return root
 
@@ -66,8 +72,10 @@ def fake_archive(fake_tree, tmp_path):
 
 def shared_omniglot():
     """The real data set, from ``$OMNIGLOT_ROOT`` or ``../shared/data/omniglot``, or None."""
-    for candidate in (os.environ.get("OMNIGLOT_ROOT"),
-                      Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"):
+    for candidate in (
+        os.environ.get("OMNIGLOT_ROOT"),
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot",
+    ):
         if candidate and Path(candidate).exists():
             return Path(candidate)
     return None

@@ -5,6 +5,7 @@ one CPU thread as in ``test_full_budget.py``: a few seconds, and cheap on a shar
 two threads that wait for each other can take many times longer. The numbers of a smoke run are
 not measurements: only their shape is checked.
 """
+
 import json
 import sys
 from pathlib import Path

@@ -1,7 +1,5 @@
-import os
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +40,7 @@ def test_folder_holding_the_archive_via_env(cache, fake_archive, monkeypatch):
 def test_interrupted_unpack_leaves_nothing(cache, fake_archive, monkeypatch):
     def broken(self, *args, **kwargs):
         raise KeyboardInterrupt("interrupted")
+
     monkeypatch.setattr(tarfile.TarFile, "extractall", broken)
     with pytest.raises(KeyboardInterrupt):
         data.find_omniglot(fake_archive)
@@ -61,6 +60,7 @@ def test_second_load_uses_the_cache(cache, fake_tree):
 def test_no_data_and_no_network_says_what_to_do(cache, monkeypatch):
     def offline(dest):
         raise OSError("network is unreachable")
+
     monkeypatch.setattr(data, "_download", offline)
     with pytest.raises(RuntimeError) as err:
         data.load_omniglot()
@@ -87,16 +87,26 @@ def test_unknown_split_is_named():
 
 def test_split_sizes(real):
     sizes = {s: len(data.split_names(real.names, real.background, s)) for s in data.SPLITS}
-    assert sizes == {"train": 1028, "val": 172, "trainval": 1200, "test": 423,
-                     "background": 964, "evaluation": 659}
+    assert sizes == {
+        "train": 1028,
+        "val": 172,
+        "trainval": 1200,
+        "test": 423,
+        "background": 964,
+        "evaluation": 659,
+    }
     assert real.images.shape == (1623, 20, 28, 28)
     background = [n for n, b in zip(real.names, real.background) if b]
     evaluation = [n for n, b in zip(real.names, real.background) if not b]
-    assert real.names == sorted(background) + sorted(evaluation)  # sorted, whatever the disk's order
+    assert real.names == sorted(background) + sorted(
+        evaluation
+    )  # sorted, whatever the disk's order
 
 
 def test_splits_are_disjoint(real):
-    train, val, test = (set(data.split_names(real.names, real.background, s)) for s in ("train", "val", "test"))
+    train, val, test = (
+        set(data.split_names(real.names, real.background, s)) for s in ("train", "val", "test")
+    )
     assert not (train & val) and not (train & test) and not (val & test)
 
 
@@ -116,7 +126,9 @@ def test_vinyals_split_matches_the_published_files(real):
 def test_rotations_are_extra_classes(real):
     train = data.load_split("train")
     assert len(train) == 4 * 1028
-    assert train.names[:4] == [train.names[0].rsplit("/", 1)[0] + f"/rot{r:03d}" for r in (0, 90, 180, 270)]
+    assert train.names[:4] == [
+        train.names[0].rsplit("/", 1)[0] + f"/rot{r:03d}" for r in (0, 90, 180, 270)
+    ]
     assert torch.equal(train.images[1], torch.rot90(train.images[0], 1, dims=(-2, -1)))
     test = data.load_split("test")
     assert len(test) == 423 and test.alphabets[0] == test.names[0].split("/")[0]

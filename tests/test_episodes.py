@@ -9,7 +9,9 @@ def numbered_classes(n_classes=12, alphabets=3):
     """Class c, drawing d is an image filled with the number 20*c + d: every image is unique."""
     ids = torch.arange(n_classes * 20, dtype=torch.float32).view(n_classes, 20, 1, 1)
     names = [f"A{c % alphabets}/character{c:02d}" for c in range(n_classes)]
-    return ClassSet(ids.expand(n_classes, 20, 28, 28).clone(), names, [n.split("/")[0] for n in names])
+    return ClassSet(
+        ids.expand(n_classes, 20, 28, 28).clone(), names, [n.split("/")[0] for n in names]
+    )
 
 
 def ids(x):
@@ -27,7 +29,9 @@ def test_shapes_and_labels():
     classes_q = ids(ep.query) // 20
     for c in range(5):
         assert classes_s[ep.support_labels == c].unique().numel() == 1
-        assert torch.equal(classes_s[ep.support_labels == c].unique(), classes_q[ep.query_labels == c].unique())
+        assert torch.equal(
+            classes_s[ep.support_labels == c].unique(), classes_q[ep.query_labels == c].unique()
+        )
     assert classes_s.unique().numel() == 5
     assert ep.n_way == 5
 
@@ -42,7 +46,9 @@ def test_support_and_query_never_share_an_image():
 def test_seeded_and_reproducible():
     classes = numbered_classes()
     a, b = Episodes(classes, 5, 1, 5, 10, seed=1), Episodes(classes, 5, 1, 5, 10, seed=1)
-    assert all(torch.equal(x.support, y.support) and torch.equal(x.query, y.query) for x, y in zip(a, b))
+    assert all(
+        torch.equal(x.support, y.support) and torch.equal(x.query, y.query) for x, y in zip(a, b)
+    )
     c = Episodes(classes, 5, 1, 5, 10, seed=2)
     assert not all(torch.equal(x.support, y.support) for x, y in zip(a, c))
     longer = Episodes(classes, 5, 1, 5, 30, seed=1)
@@ -61,15 +67,21 @@ def test_works_with_a_dataloader():
     assert len(list(loader)) == 4
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n_way=13), r"n_way=13 but the split has 12 classes: allowed is 1 <= n_way <= 12"),
-    (dict(k_shot=10, n_query=11), r"k_shot \+ n_query = 10 \+ 11 = 21.*<= 20"),
-    (dict(n_way=0), r"n_way must be a positive integer, got 0"),
-    (dict(k_shot=-1), r"k_shot must be a positive integer, got -1"),
-    (dict(n_query=0), r"n_query must be a positive integer, got 0"),
-    (dict(n_episodes=0), r"n_episodes must be a positive integer, got 0"),
-    (dict(n_way=5, within_alphabet=True), r"n_way=5 but the largest alphabet of this split has 4 classes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_way=13), r"n_way=13 but the split has 12 classes: allowed is 1 <= n_way <= 12"),
+        (dict(k_shot=10, n_query=11), r"k_shot \+ n_query = 10 \+ 11 = 21.*<= 20"),
+        (dict(n_way=0), r"n_way must be a positive integer, got 0"),
+        (dict(k_shot=-1), r"k_shot must be a positive integer, got -1"),
+        (dict(n_query=0), r"n_query must be a positive integer, got 0"),
+        (dict(n_episodes=0), r"n_episodes must be a positive integer, got 0"),
+        (
+            dict(n_way=5, within_alphabet=True),
+            r"n_way=5 but the largest alphabet of this split has 4 classes",
+        ),
+    ],
+)
 def test_bad_input_names_the_value_and_the_range(kwargs, message):
     args = dict(n_way=5, k_shot=1, n_query=5, n_episodes=1) | kwargs
     with pytest.raises(ValueError, match=message):

@@ -42,7 +42,9 @@ def test_evaluate_scores_and_labels():
 
 def test_results_table():
     acc = Accuracy(np.array([0.9, 1.0]))
-    table = results_table({"ours": {"5-way 1-shot": acc}}, paper={"ours": {"5-way 1-shot": 98.8}}, cite="Snell")
+    table = results_table(
+        {"ours": {"5-way 1-shot": acc}}, paper={"ours": {"5-way 1-shot": 98.8}}, cite="Snell"
+    )
     lines = table.splitlines()
     assert lines[0] == "| method | 5-way 1-shot |"
     assert lines[2] == f"| ours | {acc} |" and lines[3] == "| ours (Snell) | 98.8 % |"
@@ -51,14 +53,19 @@ def test_results_table():
 def test_choose_on_validation_takes_the_first_choice_as_good_as_the_best(real):
     from utils.evaluate import choose_on_validation
 
-    def make(choice):  # "guess" scores 1/5 by chance; "nearest" classifies by the nearest support image
+    def make(
+        choice,
+    ):  # "guess" scores 1/5 by chance; "nearest" classifies by the nearest support image
         def classify(support, support_labels, query):
             if choice == "guess":
                 return torch.zeros(len(query), dtype=torch.long)
             return support_labels[torch.cdist(query.flatten(1), support.flatten(1)).argmin(1)]
+
         return classify
 
-    chosen, scores = choose_on_validation(make, ["guess", "nearest", "nearest again"], n_episodes=20)
+    chosen, scores = choose_on_validation(
+        make, ["guess", "nearest", "nearest again"], n_episodes=20
+    )
     assert chosen == "nearest" and list(scores) == ["guess", "nearest", "nearest again"]
     assert scores["guess"].mean == pytest.approx(20.0) and scores["nearest"].mean > 30
     with pytest.raises(ValueError, match="at least one choice"):

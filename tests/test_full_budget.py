@@ -25,6 +25,7 @@ For each one:
 Everything runs on one CPU thread: cheap on a shared machine, and the seconds are per thread.
 The real Omniglot is needed (the ``real`` fixture skips without it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,39 +45,62 @@ from utils.data import load_split
 
 
 class Method(NamedTuple):
-    run: str                          # the run its chapter saves
-    train: Callable                   # (S, steps) -> (model, history), full budget but for steps
-    build: Callable                   # () -> model, as the chapter hands it to train_or_load
+    run: str  # the run its chapter saves
+    train: Callable  # (S, steps) -> (model, history), full budget but for steps
+    build: Callable  # () -> model, as the chapter hands it to train_or_load
 
 
 STEPS = 2
 
 
 METHODS = {
-    "transfer": Method("transfer-net", lambda S, n: M.train_transfer(S, steps=n),
-                       lambda: M.TransferNet(len(load_split("train")))),
+    "transfer": Method(
+        "transfer-net",
+        lambda S, n: M.train_transfer(S, steps=n),
+        lambda: M.TransferNet(len(load_split("train"))),
+    ),
     "siamese": Method("siamese", lambda S, n: M.train_siamese(S, steps=n), M.SiameseNet),
     "matching": Method("matching", lambda S, n: M.train_matching(S, steps=n), M.MatchingNet),
-    "protonet": Method("protonet", lambda S, n: M.train_protonet(S, n_episodes=n), M.protonet_embedding),
-    "relation": Method("relation", lambda S, n: M.train_relation(S, n_episodes=n), M.RelationNetwork),
+    "protonet": Method(
+        "protonet", lambda S, n: M.train_protonet(S, n_episodes=n), M.protonet_embedding
+    ),
+    "relation": Method(
+        "relation", lambda S, n: M.train_relation(S, n_episodes=n), M.RelationNetwork
+    ),
     "maml": Method("maml", lambda S, n: M.train_maml(S, iterations=n), M.maml_conv4),
-    "fomaml": Method("fomaml", lambda S, n: M.train_maml(S, first_order=True, iterations=n), M.maml_conv4),
-    "reptile": Method("reptile", lambda S, n: M.train_reptile(S, k_shot=1, iterations=n), M.reptile_model),
+    "fomaml": Method(
+        "fomaml", lambda S, n: M.train_maml(S, first_order=True, iterations=n), M.maml_conv4
+    ),
+    "reptile": Method(
+        "reptile", lambda S, n: M.train_reptile(S, k_shot=1, iterations=n), M.reptile_model
+    ),
     # the sine experiments of chapters 7 and 8 (their chapters keep them in memory, not in runs)
-    "sine-maml": Method("sine-maml", lambda S, n: M.sine_train(S, maml=True, iterations=n), M.sine_mlp),
-    "sine-pretrain-ch7": Method("sine-pretrain-ch7", lambda S, n: M.sine_train(S, maml=False, iterations=n),
-                                M.sine_mlp),
-    "sine-reptile": Method("sine-reptile", lambda S, n: M.train_reptile_sine(S, "reptile", iterations=n),
-                           M.reptile_sine_mlp),
-    "sine-fomaml": Method("sine-fomaml", lambda S, n: M.train_reptile_sine(S, "fomaml", iterations=n),
-                          M.reptile_sine_mlp),
-    "sine-pretrain-ch8": Method("sine-pretrain-ch8",
-                                lambda S, n: M.train_reptile_sine(S, "pretrain", iterations=n),
-                                M.reptile_sine_mlp),
+    "sine-maml": Method(
+        "sine-maml", lambda S, n: M.sine_train(S, maml=True, iterations=n), M.sine_mlp
+    ),
+    "sine-pretrain-ch7": Method(
+        "sine-pretrain-ch7", lambda S, n: M.sine_train(S, maml=False, iterations=n), M.sine_mlp
+    ),
+    "sine-reptile": Method(
+        "sine-reptile",
+        lambda S, n: M.train_reptile_sine(S, "reptile", iterations=n),
+        M.reptile_sine_mlp,
+    ),
+    "sine-fomaml": Method(
+        "sine-fomaml",
+        lambda S, n: M.train_reptile_sine(S, "fomaml", iterations=n),
+        M.reptile_sine_mlp,
+    ),
+    "sine-pretrain-ch8": Method(
+        "sine-pretrain-ch8",
+        lambda S, n: M.train_reptile_sine(S, "pretrain", iterations=n),
+        M.reptile_sine_mlp,
+    ),
 }
 
 
 # --- the memory of one step ---------------------------------------------------------------------
+
 
 def _libc_malloc_trim():
     try:
@@ -152,8 +176,11 @@ def runs(real, tmp_path_factory, request):
         yield
     torch.set_num_threads(threads)
     if TABLE:
-        lines = ["", "full budget on the CPU (1 thread): one step of each method (peak: growth of the RSS)",
-                 f"{'method':<20}{'s/step':>8}{'peak MiB':>10}"]
+        lines = [
+            "",
+            "full budget on the CPU (1 thread): one step of each method (peak: growth of the RSS)",
+            f"{'method':<20}{'s/step':>8}{'peak MiB':>10}",
+        ]
         for name, (seconds, mib) in TABLE.items():
             lines.append(f"{name:<20}{seconds:>8.2f}{'n/a' if mib is None else f'{mib:.0f}':>10}")
         capman = request.config.pluginmanager.getplugin("capturemanager")
@@ -162,6 +189,7 @@ def runs(real, tmp_path_factory, request):
 
 
 # --- the test ------------------------------------------------------------------------------------
+
 
 def _not_again():
     raise AssertionError("train_or_load trained again instead of loading the run it had just saved")
@@ -183,17 +211,26 @@ def test_full_budget_trains_saves_and_loads(name, runs, monkeypatch, record_prop
         assert all(math.isfinite(v) for v in values), f"{name}: {key} is not finite: {values}"
 
     trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    assert trained and all(torch.isfinite(v).all() for v in trained.values() if v.is_floating_point())
+    assert trained and all(
+        torch.isfinite(v).all() for v in trained.values() if v.is_floating_point()
+    )
     assert T.run_path(method.run, S).is_file(), f"{name}: no run was saved"
     loaded, loaded_history = T.train_or_load(method.run, S, _not_again, method.build)
     torch.testing.assert_close(loaded.state_dict(), trained, rtol=0, atol=0)
     assert dict(loaded_history) == dict(history) and loaded_history.seconds == history.seconds
 
     if name == "transfer":  # chapter 2 also saves the backbone alone, which chapter 9 loads
-        T.save_run("transfer", S, model=model.backbone.state_dict(), history=dict(history),
-                   seconds=history.seconds)
+        T.save_run(
+            "transfer",
+            S,
+            model=model.backbone.state_dict(),
+            history=dict(history),
+            seconds=history.seconds,
+        )
         backbone, _ = T.train_or_load("transfer", S, _not_again, M.build_transfer_backbone)
-        torch.testing.assert_close(backbone.state_dict(), model.backbone.state_dict(), rtol=0, atol=0)
+        torch.testing.assert_close(
+            backbone.state_dict(), model.backbone.state_dict(), rtol=0, atol=0
+        )
 
     seconds = record[-1][0]  # the last step: the first one also pays for one-time set-up
     peaks = [mib for _, mib in record if mib is not None]

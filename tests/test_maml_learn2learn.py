@@ -3,6 +3,7 @@
 From the same initial weights and the same task, both must give the same adapted weights and
 the same meta-gradient, for second- and first-order MAML.
 """
+
 import copy
 
 import pytest
@@ -20,10 +21,12 @@ STEPS, LR, TOL = 2, 0.4, 1e-5
 def small_task(n_way=3, k_shot=2, n_query=2, seed=0):
     """A random task of 28x28 images (a small Conv-4 needs the 28x28 input)."""
     g = torch.Generator().manual_seed(seed)
-    return Episode(torch.rand(n_way * k_shot, 1, 28, 28, generator=g),
-                   torch.arange(n_way).repeat_interleave(k_shot),
-                   torch.rand(n_way * n_query, 1, 28, 28, generator=g),
-                   torch.arange(n_way).repeat_interleave(n_query))
+    return Episode(
+        torch.rand(n_way * k_shot, 1, 28, 28, generator=g),
+        torch.arange(n_way).repeat_interleave(k_shot),
+        torch.rand(n_way * n_query, 1, 28, 28, generator=g),
+        torch.arange(n_way).repeat_interleave(n_query),
+    )
 
 
 @pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
@@ -35,7 +38,9 @@ def test_same_adapted_weights_and_meta_gradient(first_order):
 
     # ours: functional inner loop, then the query loss backward to the initial weights
     params = dict(ours_net.named_parameters())
-    adapted = maml_adapt(ours_net, params, {}, ep.support, ep.support_labels, STEPS, LR, first_order)
+    adapted = maml_adapt(
+        ours_net, params, {}, ep.support, ep.support_labels, STEPS, LR, first_order
+    )
     loss, _ = maml_task_loss(ours_net, params, {}, ep, STEPS, LR, first_order)
     loss.backward()
 
@@ -62,7 +67,9 @@ def test_orders_differ():
     grads = []
     for first_order in (False, True):
         net.zero_grad()
-        maml_task_loss(net, dict(net.named_parameters()), {}, ep, STEPS, LR, first_order)[0].backward()
+        maml_task_loss(net, dict(net.named_parameters()), {}, ep, STEPS, LR, first_order)[
+            0
+        ].backward()
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
     assert (grads[0] - grads[1]).abs().max() > 1e-4
 

@@ -1,6 +1,7 @@
 """Every chapter's training function seeds itself: the weights it returns depend on ``S.seed``
 alone, not on what drew random numbers before it. The comparison chapter, run alone, trains
 with these functions and must get the very models the chapters get (and save in the cache)."""
+
 import pytest
 import torch
 

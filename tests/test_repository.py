@@ -1,5 +1,6 @@
 """Checks of the repository itself: clean notebooks, the table of contents, the Colab cell,
 the generated methods module, and the two lists of pinned packages."""
+
 import json
 import re
 from pathlib import Path
@@ -24,7 +25,9 @@ def test_there_are_chapters():
     assert len(CHAPTERS) >= 1
 
 
-@pytest.mark.parametrize("path", CHAPTERS + sorted(ROOT.glob("assignments/source/*/*.ipynb")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", CHAPTERS + sorted(ROOT.glob("assignments/source/*/*.ipynb")), ids=lambda p: p.name
+)
 def test_notebooks_are_committed_without_outputs(path):
     for cell in code_cells(path):
         assert cell.get("outputs") == [] and cell.get("execution_count") is None, source(cell)[:60]
@@ -39,7 +42,9 @@ def test_every_chapter_is_in_the_table_of_contents():
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_every_chapter_starts_with_the_colab_cell_and_the_setup(path):
     first, second = (source(c) for c in code_cells(path)[:2])
-    cell = "colab-cell-learn2learn.py" if "import learn2learn" in path.read_text() else "colab-cell.py"
+    cell = (
+        "colab-cell-learn2learn.py" if "import learn2learn" in path.read_text() else "colab-cell.py"
+    )
     assert first.strip() == (ROOT / ".ci" / cell).read_text().strip()
     assert "setup(" in second
 
@@ -53,21 +58,24 @@ def test_the_rendered_page_hides_the_colab_cell_and_the_imports(path):
 def test_the_colab_cell_pins_this_release():
     version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     for cell in ("colab-cell.py", "colab-cell-learn2learn.py"):
-        assert f"fewshot-book@v{version}\"" in (ROOT / ".ci" / cell).read_text()
+        assert f'fewshot-book@v{version}"' in (ROOT / ".ci" / cell).read_text()
 
 
 def test_methods_module_is_current():
-    assert (ROOT / "utils" / "methods.py").read_text() == collect.render(), \
+    assert (ROOT / "utils" / "methods.py").read_text() == collect.render(), (
         "utils/methods.py is stale: run `make methods` (python -m utils.collect)"
+    )
 
 
 def test_saved_cells_are_the_marked_ones(tmp_path):
-    nb = {"cells": [
-        {"cell_type": "code", "source": ["#@save\n", "def f():\n", "    return 1\n"]},
-        {"cell_type": "code", "source": "x = f()"},
-        {"cell_type": "markdown", "source": "#@save is only a mark in code"},
-        {"cell_type": "code", "source": "#@save\nclass A:\n    pass"},
-    ]}
+    nb = {
+        "cells": [
+            {"cell_type": "code", "source": ["#@save\n", "def f():\n", "    return 1\n"]},
+            {"cell_type": "code", "source": "x = f()"},
+            {"cell_type": "markdown", "source": "#@save is only a mark in code"},
+            {"cell_type": "code", "source": "#@save\nclass A:\n    pass"},
+        ]
+    }
     path = tmp_path / "99_x.ipynb"
     path.write_text(json.dumps(nb))
     assert collect.saved_cells(path) == ["def f():\n    return 1", "class A:\n    pass"]
@@ -88,8 +96,39 @@ def test_environment_yml_pins_what_requirements_txt_pins():
     env = pins(env_text, r"^\s+- ([A-Za-z0-9_.-]+)==(\S+)")
     # learn2learn needs a special build, without its dependencies: the Makefile pins it, and
     # environment.yml names the same version in the instructions of its header.
-    learn2learn = re.search(r"^LEARN2LEARN := (learn2learn==\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    learn2learn = re.search(
+        r"^LEARN2LEARN := (learn2learn==\S+)$", (ROOT / "Makefile").read_text(), re.M
+    ).group(1)
     assert f"--no-deps --no-build-isolation {learn2learn}" in env_text
     assert "learn2learn" not in req and env == req
     assert int(req["numpy"].split(".")[0]) >= 2, "numpy < 2 has no wheel for Python 3.13"
     assert re.search(r"^\s+- python=3\.11", env_text, re.M)
+
+
+def _run_colab_cell(cell: str, folder: Path):
+    """``cell`` run as in Colab (``google.colab`` imported) by a Python started in ``folder``
+    (first on its path, as in a notebook), with ``%pip install`` replaced by a print."""
+    import subprocess
+    import sys
+
+    code = (ROOT / ".ci" / cell).read_text()
+    code = re.sub(r"^(\s*)%pip install .*$", r'\1print("PIP INSTALL")', code, flags=re.M)
+    code = (
+        "import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab')\n" + code
+    )
+    return subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("cell", ["colab-cell.py", "colab-cell-learn2learn.py"])
+def test_the_colab_cell_is_not_fooled_by_a_foreign_utils_module(cell, tmp_path):
+    """A reader's own ``utils.py`` is not the book's package: the cell installs the helpers and,
+    as that file still hides them, stops with an error that names it. Without one, the helpers
+    installed here are found and nothing is installed."""
+    (tmp_path / "utils.py").write_text("def helper():\n    return 1\n")
+    run = _run_colab_cell(cell, tmp_path)
+    assert "PIP INSTALL" in run.stdout and run.returncode != 0
+    assert f"{tmp_path / 'utils.py'} hides the book's" in run.stderr
+    (tmp_path / "utils.py").unlink()
+    run = _run_colab_cell(cell, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "PIP INSTALL" not in run.stdout  # the helpers (and learn2learn) are installed here

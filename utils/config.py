@@ -1,4 +1,5 @@
 """Budgets, device, seeds and the cache folder: the settings every chapter starts with."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,11 @@ def cache_dir() -> Path:
     except OSError as err:
         problem = err.strerror or str(err)
     if problem:
-        raise RuntimeError(f"the cache folder {path} (${CACHE_VAR}) cannot be used: {problem}; "
-                           f"point ${CACHE_VAR} at a writable folder, or unset it to use "
-                           "~/.cache/fewshot-book")
+        raise RuntimeError(
+            f"the cache folder {path} (${CACHE_VAR}) cannot be used: {problem}; "
+            f"point ${CACHE_VAR} at a writable folder, or unset it to use "
+            "~/.cache/fewshot-book"
+        )
     return path
 
 
@@ -66,11 +69,15 @@ def check_device(device) -> torch.device:
     available = available_devices()
     here = ", ".join(available)
     if dev is None or dev.type not in DEVICES:
-        raise ValueError(f"unknown device {device!r}: allowed are {', '.join(DEVICES)} (or cuda:N for "
-                         f"GPU N); this machine has {here}, or leave device=None to pick the best of them")
+        raise ValueError(
+            f"unknown device {device!r}: allowed are {', '.join(DEVICES)} (or cuda:N for "
+            f"GPU N); this machine has {here}, or leave device=None to pick the best of them"
+        )
     if (f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type) not in available:
-        raise ValueError(f"device {device!r} is not available on this machine: it has {here}; pass one "
-                         "of them, or leave device=None to pick the best (runs trained elsewhere load onto it)")
+        raise ValueError(
+            f"device {device!r} is not available on this machine: it has {here}; pass one "
+            "of them, or leave device=None to pick the best (runs trained elsewhere load onto it)"
+        )
     return dev
 
 
@@ -99,7 +106,10 @@ class Setup:
         return self.pick(200, 600)
 
     def __str__(self) -> str:
-        return f"budget={self.budget}  device={self.device}  seed={self.seed}  torch={torch.__version__}"
+        return (
+            f"budget={self.budget}  device={self.device}  seed={self.seed}  "
+            f"torch={torch.__version__}"
+        )
 
 
 def setup(seed: int = 0, budget: str | None = None, device: str | None = None) -> Setup:
@@ -112,8 +122,10 @@ def setup(seed: int = 0, budget: str | None = None, device: str | None = None) -
     dev = check_device(device) if device is not None else default_device()
     budget = budget or os.environ.get(BUDGET_VAR) or ("full" if dev.type == "cuda" else "quick")
     if budget not in BUDGETS:
-        raise ValueError(f"unknown budget {budget!r}: allowed are {', '.join(BUDGETS)} "
-                         f"(argument or ${BUDGET_VAR})")
+        raise ValueError(
+            f"unknown budget {budget!r}: allowed are {', '.join(BUDGETS)} "
+            f"(argument or ${BUDGET_VAR})"
+        )
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed_everything(seed)

@@ -10,6 +10,7 @@ Where the data comes from, in order:
 3. torchvision's download, when the network allows;
 4. otherwise an error that says how to get the data.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,16 +36,59 @@ ARCHIVE = "omniglot-py.tar.gz"
 CACHE_FILE = f"omniglot{SIZE}.pt"
 ALPHABETS = {  # Lake et al.'s 30 background and 20 evaluation alphabets; a copy must hold them all
     "images_background": (
-        "Alphabet_of_the_Magi", "Anglo-Saxon_Futhorc", "Arcadian", "Armenian", "Asomtavruli_(Georgian)",
-        "Balinese", "Bengali", "Blackfoot_(Canadian_Aboriginal_Syllabics)", "Braille", "Burmese_(Myanmar)",
-        "Cyrillic", "Early_Aramaic", "Futurama", "Grantha", "Greek", "Gujarati", "Hebrew",
-        "Inuktitut_(Canadian_Aboriginal_Syllabics)", "Japanese_(hiragana)", "Japanese_(katakana)", "Korean",
-        "Latin", "Malay_(Jawi_-_Arabic)", "Mkhedruli_(Georgian)", "N_Ko", "Ojibwe_(Canadian_Aboriginal_Syllabics)",
-        "Sanskrit", "Syriac_(Estrangelo)", "Tagalog", "Tifinagh"),
+        "Alphabet_of_the_Magi",
+        "Anglo-Saxon_Futhorc",
+        "Arcadian",
+        "Armenian",
+        "Asomtavruli_(Georgian)",
+        "Balinese",
+        "Bengali",
+        "Blackfoot_(Canadian_Aboriginal_Syllabics)",
+        "Braille",
+        "Burmese_(Myanmar)",
+        "Cyrillic",
+        "Early_Aramaic",
+        "Futurama",
+        "Grantha",
+        "Greek",
+        "Gujarati",
+        "Hebrew",
+        "Inuktitut_(Canadian_Aboriginal_Syllabics)",
+        "Japanese_(hiragana)",
+        "Japanese_(katakana)",
+        "Korean",
+        "Latin",
+        "Malay_(Jawi_-_Arabic)",
+        "Mkhedruli_(Georgian)",
+        "N_Ko",
+        "Ojibwe_(Canadian_Aboriginal_Syllabics)",
+        "Sanskrit",
+        "Syriac_(Estrangelo)",
+        "Tagalog",
+        "Tifinagh",
+    ),
     "images_evaluation": (
-        "Angelic", "Atemayar_Qelisayer", "Atlantean", "Aurek-Besh", "Avesta", "Ge_ez", "Glagolitic", "Gurmukhi",
-        "Kannada", "Keble", "Malayalam", "Manipuri", "Mongolian", "Old_Church_Slavonic_(Cyrillic)", "Oriya",
-        "Sylheti", "Syriac_(Serto)", "Tengwar", "Tibetan", "ULOG"),
+        "Angelic",
+        "Atemayar_Qelisayer",
+        "Atlantean",
+        "Aurek-Besh",
+        "Avesta",
+        "Ge_ez",
+        "Glagolitic",
+        "Gurmukhi",
+        "Kannada",
+        "Keble",
+        "Malayalam",
+        "Manipuri",
+        "Mongolian",
+        "Old_Church_Slavonic_(Cyrillic)",
+        "Oriya",
+        "Sylheti",
+        "Syriac_(Serto)",
+        "Tengwar",
+        "Tibetan",
+        "ULOG",
+    ),
 }
 
 # Vinyals et al. (2016): validation characters are those of five background alphabets;
@@ -82,12 +126,16 @@ def _unpack(archive: Path, dest: Path) -> Path:
                 tar.extractall(tmp, filter="data")
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
             why = (str(err) or type(err).__name__).splitlines()[0].rstrip(":")
-            raise RuntimeError(f"{archive} is corrupt or truncated ({why}): replace it with a complete "
-                               f"copy of {ARCHIVE}, or unset ${ROOT_VAR} to let torchvision download "
-                               "Omniglot") from err
+            raise RuntimeError(
+                f"{archive} is corrupt or truncated ({why}): replace it with a complete "
+                f"copy of {ARCHIVE}, or unset ${ROOT_VAR} to let torchvision download "
+                "Omniglot"
+            ) from err
         unpacked = tmp / "omniglot-py"
         if not _is_tree(unpacked):
-            raise FileNotFoundError(f"{archive} does not hold omniglot-py/{PARTS[0]} and {PARTS[1]}")
+            raise FileNotFoundError(
+                f"{archive} does not hold omniglot-py/{PARTS[0]} and {PARTS[1]}"
+            )
         try:
             os.rename(unpacked, target)  # atomic on one file system
         except OSError:
@@ -109,7 +157,8 @@ def _local(path: Path) -> Path:
         return _unpack(path / ARCHIVE, cache_dir())
     raise FileNotFoundError(
         f"{path} is not a copy of Omniglot: expected a folder with {PARTS[0]}/ and {PARTS[1]}/, "
-        f"a folder with omniglot-py/ or {ARCHIVE} in it, or the archive itself")
+        f"a folder with omniglot-py/ or {ARCHIVE} in it, or the archive itself"
+    )
 
 
 def _download(dest: Path) -> Path:
@@ -141,18 +190,25 @@ def _read_tree(tree: Path) -> tuple[torch.Tensor, list[str], list[bool]]:
 
     names, background, images = [], [], []
     for part in PARTS:
-        missing = sorted(set(ALPHABETS[part]) - {p.name for p in (tree / part).iterdir() if p.is_dir()})
+        missing = sorted(
+            set(ALPHABETS[part]) - {p.name for p in (tree / part).iterdir() if p.is_dir()}
+        )
         if missing:
             raise FileNotFoundError(
-                f"{tree / part} lacks {len(missing)} of Omniglot's {len(ALPHABETS[part])} alphabets there: "
-                f"{', '.join(missing)}; point ${ROOT_VAR} at a complete copy (unpack {ARCHIVE} again), "
-                "or unset it to let torchvision download Omniglot")
+                f"{tree / part} lacks {len(missing)} of Omniglot's {len(ALPHABETS[part])} "
+                "alphabets there: "
+                f"{', '.join(missing)}; point ${ROOT_VAR} at a complete copy (unpack {ARCHIVE} "
+                "again), "
+                "or unset it to let torchvision download Omniglot"
+            )
         for alphabet in sorted(p.name for p in (tree / part).iterdir() if p.is_dir()):
             for char in sorted(p.name for p in (tree / part / alphabet).iterdir() if p.is_dir()):
                 files = sorted((tree / part / alphabet / char).glob("*.png"))
                 if len(files) != DRAWINGS:
-                    raise ValueError(f"{tree / part / alphabet / char} has {len(files)} drawings, "
-                                     f"expected {DRAWINGS}")
+                    raise ValueError(
+                        f"{tree / part / alphabet / char} has {len(files)} drawings, "
+                        f"expected {DRAWINGS}"
+                    )
                 for f in files:
                     with Image.open(f) as im:
                         im = im.convert("L").resize((SIZE, SIZE), Image.LANCZOS)
@@ -186,8 +242,10 @@ def load_omniglot(root: str | os.PathLike | None = None) -> Omniglot:
             blob = torch.load(cached, weights_only=True)
         except Exception as err:  # a truncated or foreign file
             why = (str(err) or type(err).__name__).splitlines()[0].split(". ")[0]
-            raise RuntimeError(f"{cached} cannot be read ({why}): delete it, and the next load "
-                               "rebuilds it from the images") from err
+            raise RuntimeError(
+                f"{cached} cannot be read ({why}): delete it, and the next load "
+                "rebuilds it from the images"
+            ) from err
     else:
         x, names, background = _read_tree(find_omniglot(root))
         blob = {"images": x, "names": names, "background": background}

@@ -1,4 +1,5 @@
 """N-way K-shot episodes, and the fixed test episodes every chapter evaluates on."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -45,12 +46,22 @@ class Episodes(torch.utils.data.Dataset):
     iterate over it, or hand it to a ``DataLoader(batch_size=None)``.
     """
 
-    def __init__(self, classes: ClassSet, n_way: int, k_shot: int, n_query: int,
-                 n_episodes: int, seed: int = 0, within_alphabet: bool = False):
+    def __init__(
+        self,
+        classes: ClassSet,
+        n_way: int,
+        k_shot: int,
+        n_query: int,
+        n_episodes: int,
+        seed: int = 0,
+        within_alphabet: bool = False,
+    ):
         _check_positive(n_way=n_way, k_shot=k_shot, n_query=n_query, n_episodes=n_episodes)
         if k_shot + n_query > DRAWINGS:
-            raise ValueError(f"k_shot + n_query = {k_shot} + {n_query} = {k_shot + n_query}, but a "
-                             f"class has only {DRAWINGS} drawings: allowed is k_shot + n_query <= {DRAWINGS}")
+            raise ValueError(
+                f"k_shot + n_query = {k_shot} + {n_query} = {k_shot + n_query}, but a "
+                f"class has only {DRAWINGS} drawings: allowed is k_shot + n_query <= {DRAWINGS}"
+            )
         if within_alphabet:
             groups: dict[str, list[int]] = {}
             for c, a in enumerate(classes.alphabets):
@@ -58,12 +69,16 @@ class Episodes(torch.utils.data.Dataset):
             self.pools = [torch.tensor(g) for g in groups.values() if len(g) >= n_way]
             largest = max(len(g) for g in groups.values())
             if not self.pools:
-                raise ValueError(f"n_way={n_way} but the largest alphabet of this split has {largest} "
-                                 f"classes: allowed is 1 <= n_way <= {largest} within an alphabet")
+                raise ValueError(
+                    f"n_way={n_way} but the largest alphabet of this split has {largest} "
+                    f"classes: allowed is 1 <= n_way <= {largest} within an alphabet"
+                )
         else:
             if n_way > len(classes):
-                raise ValueError(f"n_way={n_way} but the split has {len(classes)} classes: "
-                                 f"allowed is 1 <= n_way <= {len(classes)}")
+                raise ValueError(
+                    f"n_way={n_way} but the split has {len(classes)} classes: "
+                    f"allowed is 1 <= n_way <= {len(classes)}"
+                )
             self.pools = [torch.arange(len(classes))]
         self.classes, self.n_way, self.k_shot, self.n_query = classes, n_way, k_shot, n_query
         self.n_episodes, self.seed = n_episodes, seed
@@ -78,22 +93,34 @@ class Episodes(torch.utils.data.Dataset):
         pool = self.pools[int(torch.randint(len(self.pools), (1,), generator=g))]
         n, k, q = self.n_way, self.k_shot, self.n_query
         chosen = pool[torch.randperm(len(pool), generator=g)[:n]]
-        drawings = torch.stack([torch.randperm(DRAWINGS, generator=g)[:k + q] for _ in range(n)])
+        drawings = torch.stack([torch.randperm(DRAWINGS, generator=g)[: k + q] for _ in range(n)])
         x = self.classes.images[chosen[:, None], drawings].unsqueeze(2)  # [N, K+Q, 1, 28, 28]
         labels = torch.arange(n)
-        return Episode(x[:, :k].flatten(0, 1), labels.repeat_interleave(k),
-                       x[:, k:].flatten(0, 1), labels.repeat_interleave(q))
+        return Episode(
+            x[:, :k].flatten(0, 1),
+            labels.repeat_interleave(k),
+            x[:, k:].flatten(0, 1),
+            labels.repeat_interleave(q),
+        )
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
 
-def fixed_test_episodes(n_way: int, k_shot: int, n_query: int = 15, n_episodes: int = 600,
-                  within_alphabet: bool = False) -> Episodes:
+def fixed_test_episodes(
+    n_way: int, k_shot: int, n_query: int = 15, n_episodes: int = 600, within_alphabet: bool = False
+) -> Episodes:
     """The book's fixed test episodes on the Vinyals test split (423 characters).
 
     Every chapter evaluates on these, so methods are compared on the same tasks; a
     smaller ``n_episodes`` gives the first episodes of the same sequence.
     """
-    return Episodes(load_split("test"), n_way, k_shot, n_query, n_episodes,
-                    seed=TEST_SEED, within_alphabet=within_alphabet)
+    return Episodes(
+        load_split("test"),
+        n_way,
+        k_shot,
+        n_query,
+        n_episodes,
+        seed=TEST_SEED,
+        within_alphabet=within_alphabet,
+    )

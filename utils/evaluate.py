@@ -1,4 +1,5 @@
 """Accuracy over episodes, with its 95 % confidence interval."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,8 +42,12 @@ class Accuracy:
         return f"{self.mean:.2f} ± {self.ci95:.2f} %"
 
 
-def evaluate(classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-             episodes: Iterable[Episode], device=None, desc: str = "evaluating") -> Accuracy:
+def evaluate(
+    classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    episodes: Iterable[Episode],
+    device=None,
+    desc: str = "evaluating",
+) -> Accuracy:
     """Run ``classify(support, support_labels, query)`` on every episode.
 
     ``classify`` returns class scores ``[N*Q, N]`` or labels ``[N*Q]`` for the query
@@ -58,10 +63,16 @@ def evaluate(classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
         pred = classify(ep.support, ep.support_labels, ep.query)
         n_q, n_way = len(ep.query), ep.n_way
         if not isinstance(pred, torch.Tensor) or tuple(pred.shape) not in ((n_q, n_way), (n_q,)):
-            got = f"shape {list(pred.shape)}" if isinstance(pred, torch.Tensor) else f"a {type(pred).__name__}"
-            raise ValueError(f"classify returned {got} on a {n_way}-way episode with {n_q} query images: "
-                             f"expected a tensor of scores [{n_q}, {n_way}] or of labels [{n_q}]; make it score "
-                             f"each query image against the {n_way} classes of the support set")
+            got = (
+                f"shape {list(pred.shape)}"
+                if isinstance(pred, torch.Tensor)
+                else f"a {type(pred).__name__}"
+            )
+            raise ValueError(
+                f"classify returned {got} on a {n_way}-way episode with {n_q} query images: "
+                f"expected a tensor of scores [{n_q}, {n_way}] or of labels [{n_q}]; make it score "
+                f"each query image against the {n_way} classes of the support set"
+            )
         if pred.dim() == 2:
             pred = pred.argmax(1)
         accs.append((pred == ep.query_labels).float().mean().item())
@@ -69,8 +80,15 @@ def evaluate(classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
     return Accuracy(np.array(accs))
 
 
-def choose_on_validation(make_classifier: Callable, choices, n_episodes: int, device=None,
-                         n_way: int = 5, k_shot: int = 1, n_query: int = 15):
+def choose_on_validation(
+    make_classifier: Callable,
+    choices,
+    n_episodes: int,
+    device=None,
+    n_way: int = 5,
+    k_shot: int = 1,
+    n_query: int = 15,
+):
     """Choose a test-time setting (adaptation steps, say) on the validation classes, never on
     the test episodes: ``make_classifier(choice)`` gives a classify function, scored on the
     same ``n_episodes`` ``n_way``-way ``k_shot``-shot episodes of the ``val`` split, unrotated
@@ -83,8 +101,12 @@ def choose_on_validation(make_classifier: Callable, choices, n_episodes: int, de
     choices = list(choices)
     if not choices:
         raise ValueError("choose_on_validation needs at least one choice, got none")
-    episodes = Episodes(load_split("val", rotations=False), n_way, k_shot, n_query, n_episodes, seed=0)
-    scores = {c: evaluate(make_classifier(c), episodes, device, desc=f"validation: {c}") for c in choices}
+    episodes = Episodes(
+        load_split("val", rotations=False), n_way, k_shot, n_query, n_episodes, seed=0
+    )
+    scores = {
+        c: evaluate(make_classifier(c), episodes, device, desc=f"validation: {c}") for c in choices
+    }
     best = max(scores.values(), key=lambda a: a.mean)
     return next(c for c in choices if scores[c].mean >= best.mean - best.ci95), scores
 
@@ -93,29 +115,39 @@ def choose_on_validation(make_classifier: Callable, choices, n_episodes: int, de
 SETTINGS = {"5-way 1-shot": (5, 1), "5-way 5-shot": (5, 5), "20-way 1-shot": (20, 1)}
 
 
-def evaluate_settings(classify, n_episodes: int, device=None, settings: dict = SETTINGS,
-                      n_query: int = 15) -> dict[str, Accuracy]:
+def evaluate_settings(
+    classify, n_episodes: int, device=None, settings: dict = SETTINGS, n_query: int = 15
+) -> dict[str, Accuracy]:
     """Evaluate ``classify`` on the book's fixed test episodes of each setting
     (``{"5-way 1-shot": (5, 1), ...}``) and print one line per setting."""
     from .episodes import fixed_test_episodes
 
     results = {}
     for name, (n_way, k_shot) in settings.items():
-        results[name] = evaluate(classify, fixed_test_episodes(n_way, k_shot, n_query, n_episodes),
-                                 device, desc=name)
+        results[name] = evaluate(
+            classify, fixed_test_episodes(n_way, k_shot, n_query, n_episodes), device, desc=name
+        )
         print(f"{name:>16}: {results[name]}  ({n_episodes} episodes)")
     return results
 
 
-def results_table(rows: dict[str, dict[str, Accuracy]], paper: dict[str, dict[str, float]] | None = None,
-                  cite: str = "paper") -> str:
+def results_table(
+    rows: dict[str, dict[str, Accuracy]],
+    paper: dict[str, dict[str, float]] | None = None,
+    cite: str = "paper",
+) -> str:
     """A Markdown table: one row per method, one column per setting (mean ± 95 % CI, numbers
     right-aligned), with the papers' numbers, when given, in rows of their own marked ``cite``."""
     settings = list(dict.fromkeys(s for r in rows.values() for s in r))
     lines = ["| method | " + " | ".join(settings) + " |", "|:---" + "|---:" * len(settings) + "|"]
     for method, res in rows.items():
-        lines.append(f"| {method} | " + " | ".join(str(res[s]) if s in res else "" for s in settings) + " |")
+        lines.append(
+            f"| {method} | " + " | ".join(str(res[s]) if s in res else "" for s in settings) + " |"
+        )
     for method, nums in (paper or {}).items():
-        lines.append(f"| {method} ({cite}) | " + " | ".join(
-            f"{nums[s]:.1f} %" if s in nums else "" for s in settings) + " |")
+        lines.append(
+            f"| {method} ({cite}) | "
+            + " | ".join(f"{nums[s]:.1f} %" if s in nums else "" for s in settings)
+            + " |"
+        )
     return "\n".join(lines)

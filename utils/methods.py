@@ -10,7 +10,7 @@ import torch
 
 def pixel_nearest_neighbour(support, support_labels, query):
     """Label of the support image closest to each query in raw pixels (Euclidean)."""
-    d = torch.cdist(query.flatten(1), support.flatten(1))          # [queries, supports]
+    d = torch.cdist(query.flatten(1), support.flatten(1))  # [queries, supports]
     return support_labels[d.argmin(1)]
 
 
@@ -18,7 +18,7 @@ def pixel_nearest_class_mean(support, support_labels, query):
     """Scores: minus the distance of each query to each class's mean support image."""
     n = int(support_labels.max()) + 1
     means = torch.stack([support[support_labels == c].flatten(1).mean(0) for c in range(n)])
-    return -torch.cdist(query.flatten(1), means)                   # higher is closer
+    return -torch.cdist(query.flatten(1), means)  # higher is closer
 
 
 # --- from chapters/02_transfer_learning.ipynb ----------------------------------
@@ -32,8 +32,9 @@ class TransferNet(nn.Module):
     def __init__(self, n_classes: int, hidden: int = 64):
         super().__init__()
         from utils.models import conv4
-        self.backbone = conv4(hidden=hidden)          # image -> hidden-vector
-        self.head = nn.Linear(hidden, n_classes)      # vector -> class logits
+
+        self.backbone = conv4(hidden=hidden)  # image -> hidden-vector
+        self.head = nn.Linear(hidden, n_classes)  # vector -> class logits
 
     def forward(self, x):
         return self.head(self.backbone(x))
@@ -43,7 +44,9 @@ def build_transfer_backbone(hidden: int = 64) -> nn.Module:
     """A fresh Conv-4 backbone, the shape of ``TransferNet.backbone``; load the saved run's
     weights into it with ``load_state_dict(load_run("transfer", S)["model"])``."""
     from utils.models import conv4
+
     return conv4(hidden=hidden)
+
 
 import torch
 import torch.nn.functional as F
@@ -59,15 +62,18 @@ def train_transfer(S, steps=None, batch_size=None, lr=None):
     steps = steps or S.pick(quick=1000, full=20000)
     batch_size = batch_size or S.pick(quick=64, full=256)
     lr = lr or S.pick(quick=1e-2, full=3e-3)
-    classes = load_split("train")                                    # [C, 20, 28, 28]
-    x = classes.images.flatten(0, 1).unsqueeze(1)                    # [C*20, 1, 28, 28]
+    classes = load_split("train")  # [C, 20, 28, 28]
+    x = classes.images.flatten(0, 1).unsqueeze(1)  # [C*20, 1, 28, 28]
     y = torch.arange(len(classes)).repeat_interleave(classes.images.shape[1])
     g = torch.Generator().manual_seed(S.seed)
-    sampler = BatchSampler(RandomSampler(range(len(y)), num_samples=steps * batch_size, generator=g),
-                           batch_size, drop_last=True)               # `steps` batches, epoch after epoch
+    sampler = BatchSampler(
+        RandomSampler(range(len(y)), num_samples=steps * batch_size, generator=g),
+        batch_size,
+        drop_last=True,
+    )  # `steps` batches, epoch after epoch
     batches = DataLoader(TensorDataset(x, y), sampler=sampler, batch_size=None)
 
-    torch.manual_seed(S.seed)                                        # the same initial weights, whoever calls
+    torch.manual_seed(S.seed)  # the same initial weights, whoever calls
     model = TransferNet(len(classes)).to(S.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -86,6 +92,7 @@ def train_transfer(S, steps=None, batch_size=None, lr=None):
     history = fit(step, batches, desc="pretraining")
     model.eval()
     return model, history
+
 
 import torch
 from torch import nn
@@ -114,7 +121,8 @@ def transfer_features(backbone, x, batch_size: int = 1000):
     """Features of images ``x`` ``[n, 1, 28, 28]`` from a frozen backbone (eval mode, no grad)."""
     backbone.eval()
     with torch.no_grad():
-        return torch.cat([backbone(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([backbone(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
 
 import torch
 import torch.nn.functional as F
@@ -139,16 +147,18 @@ def classifier_transfer_ncm(backbone, mean=None, l2: bool = False):
             s, q = transfer_normalise(s, mean), transfer_normalise(q, mean)
         n = int(support_labels.max()) + 1
         prototypes = torch.stack([s[support_labels == c].mean(0) for c in range(n)])
-        return -torch.cdist(q, prototypes)   # scores: the nearest prototype wins
+        return -torch.cdist(q, prototypes)  # scores: the nearest prototype wins
 
     return classify
+
 
 import torch
 import torch.nn.functional as F
 
 
-def classifier_transfer_logreg(backbone, mean=None, steps: int = 100, lr: float = 0.1,
-                               weight_decay: float = 1e-3):
+def classifier_transfer_logreg(
+    backbone, mean=None, steps: int = 100, lr: float = 0.1, weight_decay: float = 1e-3
+):
     """A linear classifier (multinomial logistic regression) trained with Adam on the
     support set's frozen, centred and L2-normalised features. Returns ``classify``."""
 
@@ -172,12 +182,14 @@ def classifier_transfer_logreg(backbone, mean=None, steps: int = 100, lr: float 
 
     return classify
 
+
 import torch
 import torch.nn.functional as F
 
 
-def classifier_transfer_cosine(backbone, mean=None, steps: int = 100, lr: float = 0.01,
-                               scale: float = 10.0):
+def classifier_transfer_cosine(
+    backbone, mean=None, steps: int = 100, lr: float = 0.01, scale: float = 10.0
+):
     """Baseline++'s cosine classifier on frozen features: class directions, started at the
     normalised class means and trained on the support set. Returns ``classify``."""
 
@@ -201,14 +213,22 @@ def classifier_transfer_cosine(backbone, mean=None, steps: int = 100, lr: float 
 
     return classify
 
+
 import copy
 
 import torch
 import torch.nn.functional as F
 
 
-def transfer_finetune(backbone, support, support_labels, steps: int = 20, lr: float = 1e-3,
-                      scale: float = 10.0, callback=None):
+def transfer_finetune(
+    backbone,
+    support,
+    support_labels,
+    steps: int = 20,
+    lr: float = 1e-3,
+    scale: float = 10.0,
+    callback=None,
+):
     """Fine-tune a copy of ``backbone`` with a new cosine head on the support set (all weights,
     Adam, batch norm in eval mode). ``callback(step, predict)`` is called before the first
     step and after each step; ``predict(x)`` gives class scores. Returns ``predict``."""
@@ -262,6 +282,7 @@ class SiameseNet(nn.Module):
     def __init__(self, hidden: int = 64, metric: str = "l1"):
         super().__init__()
         from utils.models import conv4
+
         self.encoder = conv4(hidden=hidden)
         self.head = nn.Linear(hidden, 1)  # the weights alpha_j and the bias b
         self.metric = metric
@@ -279,6 +300,7 @@ class SiameseNet(nn.Module):
             return self.head((z1 - z2).abs()).squeeze(-1)
         return -(z1 - z2).norm(dim=1)
 
+
 import torch
 import torch.nn.functional as F
 
@@ -288,7 +310,12 @@ class SiamesePairBatches(torch.utils.data.Dataset):
     images ``[2*n_classes, 1, 28, 28]`` and their class ids; depends only on ``(seed, i)``."""
 
     def __init__(self, classes, n_batches: int, n_classes: int = 32, seed: int = 0):
-        self.classes, self.n_batches, self.n_classes, self.seed = classes, n_batches, n_classes, seed
+        self.classes, self.n_batches, self.n_classes, self.seed = (
+            classes,
+            n_batches,
+            n_classes,
+            seed,
+        )
 
     def __len__(self):
         return self.n_batches
@@ -300,7 +327,7 @@ class SiamesePairBatches(torch.utils.data.Dataset):
         if not 0 <= i < self.n_batches:
             raise IndexError(f"batch {i} out of range 0..{self.n_batches - 1}")
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        c = torch.randperm(len(self.classes), generator=g)[:self.n_classes]
+        c = torch.randperm(len(self.classes), generator=g)[: self.n_classes]
         d = torch.stack([torch.randperm(self.classes.images.shape[1], generator=g)[:2] for _ in c])
         x = self.classes.images[c[:, None], d].flatten(0, 1).unsqueeze(1)
         return x, torch.arange(self.n_classes).repeat_interleave(2)
@@ -326,9 +353,14 @@ def siamese_contrastive_loss(model, z, y, margin: float = 1.0):
     ``margin`` apart (max(0, margin - d)^2), the two kinds weighted equally."""
     z1, z2, same = siamese_pairs(z, y)
     d = (z1 - z2).pow(2).sum(1).add(1e-8).sqrt()
-    return 0.5 * d[same == 1].pow(2).mean() + 0.5 * (margin - d[same == 0]).clamp_min(0).pow(2).mean()
+    return (
+        0.5 * d[same == 1].pow(2).mean() + 0.5 * (margin - d[same == 0]).clamp_min(0).pow(2).mean()
+    )
 
-def train_siamese(S, loss: str = "bce", steps: int | None = None, n_classes: int = 32, lr: float = 2e-3):
+
+def train_siamese(
+    S, loss: str = "bce", steps: int | None = None, n_classes: int = 32, lr: float = 2e-3
+):
     """Train a Siamese Conv-4 on pairs of training classes; ``loss`` is ``"bce"`` (Koch et
     al., learned weighted L1) or ``"contrastive"`` (Hadsell et al., Euclidean distance).
     Returns ``(model, history)``."""
@@ -357,6 +389,7 @@ def train_siamese(S, loss: str = "bce", steps: int | None = None, n_classes: int
     model.eval()
     return model, history
 
+
 def classifier_siamese(model):
     """``classify(support, support_labels, query)`` -> scores ``[N*Q, N]``: for each class the
     highest similarity of the query to one of the class's support images (eval mode, no grad)."""
@@ -366,7 +399,7 @@ def classifier_siamese(model):
     def classify(support, support_labels, query):
         model.eval()
         z = model.encoder(torch.cat([support, query]))
-        sim = model.similarity(z[len(support):], z[:len(support)])  # [queries, supports]
+        sim = model.similarity(z[len(support) :], z[: len(support)])  # [queries, supports]
         n = int(support_labels.max()) + 1
         return torch.stack([sim[:, support_labels == c].max(1).values for c in range(n)], 1)
 
@@ -386,13 +419,14 @@ class MatchingNet(nn.Module):
     def __init__(self, hidden: int = 64, scale: float = 10.0):
         super().__init__()
         from utils.models import conv4
+
         self.encoder = conv4(hidden=hidden)
         self.scale = scale
 
     def attention(self, support, query):
         """Attention ``a(query, support)``: ``[N*Q, N*K]``, each row sums to 1."""
         z = F.normalize(self.encoder(torch.cat([support, query])), dim=1)
-        zs, zq = z[:len(support)], z[len(support):]
+        zs, zq = z[: len(support)], z[len(support) :]
         return (self.scale * zq @ zs.T).softmax(dim=1)
 
     def forward(self, support, support_labels, query):
@@ -407,8 +441,16 @@ def matching_loss(model, episode):
     log_p = model(episode.support, episode.support_labels, episode.query)
     return F.nll_loss(log_p, episode.query_labels), log_p
 
-def train_matching(S, steps: int | None = None, n_way: int = 20, k_shot: int = 1, n_query: int = 5,
-                   lr: float = 1e-3, scale: float = 10.0):
+
+def train_matching(
+    S,
+    steps: int | None = None,
+    n_way: int = 20,
+    k_shot: int = 1,
+    n_query: int = 5,
+    lr: float = 1e-3,
+    scale: float = 10.0,
+):
     """Train a matching network on ``n_way``-``k_shot`` episodes of the training classes.
     Returns ``(model, history)``; the history holds the loss and the query accuracy."""
     import torch
@@ -427,7 +469,13 @@ def train_matching(S, steps: int | None = None, n_way: int = 20, k_shot: int = 1
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return {"loss": loss.item(), "accuracy": (log_p.argmax(1) == episode.query_labels.to(S.device)).float().mean().item()}
+        return {
+            "loss": loss.item(),
+            "accuracy": (log_p.argmax(1) == episode.query_labels.to(S.device))
+            .float()
+            .mean()
+            .item(),
+        }
 
     model.train()
     history = fit(step, episodes, desc="matching network")
@@ -487,7 +535,10 @@ def protonet_loss(model, episode, distance="euclidean"):
     accuracy = (scores.argmax(1) == episode.query_labels).float().mean()
     return loss, accuracy
 
-def train_protonet(S, n_way=None, k_shot=1, n_query=5, n_episodes=None, distance="euclidean", lr=1e-3):
+
+def train_protonet(
+    S, n_way=None, k_shot=1, n_query=5, n_episodes=None, distance="euclidean", lr=1e-3
+):
     """Train a prototypical network on ``n_way``-way ``k_shot``-shot episodes of the
     training classes; return ``(model, history)``. By default 20-way episodes at the quick
     budget and 60-way (the paper's) at the full one."""
@@ -527,8 +578,8 @@ def classifier_protonet(model, distance="euclidean"):
     def classify(support, support_labels, query):
         model.eval()
         z = model(torch.cat([support, query]))
-        prototypes = protonet_prototypes(z[:len(support)], support_labels)
-        return protonet_scores(z[len(support):], prototypes, distance)
+        prototypes = protonet_prototypes(z[: len(support)], support_labels)
+        return protonet_scores(z[len(support) :], prototypes, distance)
 
     return classify
 
@@ -547,7 +598,9 @@ def relation_embedding():
     28x28 image becomes a ``[64, 5, 5]`` stack of feature maps (28 -> 26 -> 13 -> 11 -> 5)."""
     first, second = conv_block(1, 64), conv_block(64, 64)
     first[0].padding = second[0].padding = (0, 0)  # unpadded, as in the paper's code
-    return nn.Sequential(first, second, conv_block(64, 64, pool=False), conv_block(64, 64, pool=False))
+    return nn.Sequential(
+        first, second, conv_block(64, 64, pool=False), conv_block(64, 64, pool=False)
+    )
 
 
 class RelationModule(nn.Module):
@@ -555,24 +608,34 @@ class RelationModule(nn.Module):
 
     def __init__(self, channels=64, hidden=8):
         super().__init__()
-        self.blocks = nn.Sequential(conv_block(2 * channels, channels), conv_block(channels, channels))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, 1), nn.Sigmoid())
+        self.blocks = nn.Sequential(
+            conv_block(2 * channels, channels), conv_block(channels, channels)
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid()
+        )
 
     def forward_concat(self, class_maps, query_maps):
         """Scores ``[M, N]`` of M query maps against N class maps, the literal way: all M*N
         concatenated pairs ``[class; query]`` through the module."""
         m, n = len(query_maps), len(class_maps)
-        pairs = torch.cat([class_maps[None].expand(m, -1, -1, -1, -1),
-                           query_maps[:, None].expand(-1, n, -1, -1, -1)], dim=2)  # [M, N, 2C, H, W]
+        pairs = torch.cat(
+            [
+                class_maps[None].expand(m, -1, -1, -1, -1),
+                query_maps[:, None].expand(-1, n, -1, -1, -1),
+            ],
+            dim=2,
+        )  # [M, N, 2C, H, W]
         return self.head(self.blocks(pairs.flatten(0, 1))).view(m, n)
 
     def forward(self, class_maps, query_maps):
         """The same scores ``[M, N]``, with the first convolution split in two halves:
         conv([a; b]) = conv_a(a) + conv_b(b), each half computed once per map."""
         conv, c = self.blocks[0][0], class_maps.shape[1]
-        a = F.conv2d(class_maps, conv.weight[:, :c], padding=conv.padding)              # [N, C, H, W]
-        b = F.conv2d(query_maps, conv.weight[:, c:], conv.bias, padding=conv.padding)   # [M, C, H, W]
+        a = F.conv2d(class_maps, conv.weight[:, :c], padding=conv.padding)  # [N, C, H, W]
+        b = F.conv2d(
+            query_maps, conv.weight[:, c:], conv.bias, padding=conv.padding
+        )  # [M, C, H, W]
         h = self.blocks[0][1:]((b[:, None] + a[None]).flatten(0, 1))  # batch norm, ReLU, pool
         return self.head(self.blocks[1](h)).view(len(query_maps), len(class_maps))
 
@@ -588,7 +651,7 @@ class RelationNetwork(nn.Module):
 
     def forward(self, support, support_labels, query):
         z = self.embedding(torch.cat([support, query]))  # one batch: support, then query
-        zs, zq = z[:len(support)], z[len(support):]
+        zs, zq = z[: len(support)], z[len(support) :]
         n_way = int(support_labels.max()) + 1
         class_maps = torch.stack([zs[support_labels == c].mean(0) for c in range(n_way)])
         return self.relation(class_maps, zq)
@@ -602,6 +665,7 @@ def relation_loss(model, episode):
     loss = F.mse_loss(scores, targets)
     accuracy = (scores.argmax(1) == episode.query_labels).float().mean()
     return loss, accuracy
+
 
 def train_relation(S, n_way=None, k_shot=1, n_query=None, n_episodes=None, lr=1e-3):
     """Train a relation network on ``n_way``-way ``k_shot``-shot episodes of the training
@@ -618,7 +682,9 @@ def train_relation(S, n_way=None, k_shot=1, n_query=None, n_episodes=None, lr=1e
     torch.manual_seed(S.seed)
     model = RelationNetwork().to(S.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, n_episodes // 2), gamma=0.5)
+    schedule = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=max(1, n_episodes // 2), gamma=0.5
+    )
     episodes = Episodes(load_split("train"), n_way, k_shot, n_query, n_episodes, seed=S.seed)
 
     def step(episode):
@@ -652,6 +718,7 @@ def sine_tasks(n, generator=None):
     """``n`` random sine tasks: amplitudes in [0.1, 5.0] and phases in [0, pi]."""
     import math
     import torch
+
     amplitude = torch.empty(n).uniform_(0.1, 5.0, generator=generator)
     phase = torch.empty(n).uniform_(0.0, math.pi, generator=generator)
     return amplitude, phase
@@ -661,6 +728,7 @@ def sine_points(amplitude, phase, k, generator=None):
     """``k`` points of each task: ``x`` uniform in [-5, 5], ``y = A sin(x - phase)``,
     both of shape ``[tasks, k, 1]``."""
     import torch
+
     x = torch.empty(len(amplitude), k, 1).uniform_(-5.0, 5.0, generator=generator)
     return x, amplitude[:, None, None] * torch.sin(x - phase[:, None, None])
 
@@ -668,8 +736,11 @@ def sine_points(amplitude, phase, k, generator=None):
 def sine_mlp(hidden=40):
     """The paper's regressor: 1 -> 40 -> 40 -> 1 with ReLUs."""
     from torch import nn
-    return nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, 1))
+
+    return nn.Sequential(
+        nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+    )
+
 
 def sine_task_loss(model, params, x_support, y_support, x_query, y_query, steps, lr):
     """Query MSE of one task after ``steps`` gradient steps of size ``lr`` on its support
@@ -686,8 +757,16 @@ def sine_task_loss(model, params, x_support, y_support, x_query, y_query, steps,
     return mse(params, x_query, y_query)
 
 
-def sine_train(S, maml=True, iterations=None, meta_batch=25, k_shot=10, inner_lr=0.01,
-               inner_steps=1, meta_lr=1e-3):
+def sine_train(
+    S,
+    maml=True,
+    iterations=None,
+    meta_batch=25,
+    k_shot=10,
+    inner_lr=0.01,
+    inner_steps=1,
+    meta_lr=1e-3,
+):
     """Train ``sine_mlp()`` with MAML (``maml=True``) or, as the paper's baseline, by plain
     regression on points of all tasks (pretraining); returns ``(model, history)``."""
     import torch
@@ -704,8 +783,16 @@ def sine_train(S, maml=True, iterations=None, meta_batch=25, k_shot=10, inner_lr
         amplitude, phase = sine_tasks(meta_batch, g)
         x, y = sine_points(amplitude, phase, 2 * k_shot, g)
         if maml:  # support: the first K points, query: the other K
-            loss = per_task(model, dict(model.named_parameters()), x[:, :k_shot], y[:, :k_shot],
-                            x[:, k_shot:], y[:, k_shot:], inner_steps, inner_lr).mean()
+            loss = per_task(
+                model,
+                dict(model.named_parameters()),
+                x[:, :k_shot],
+                y[:, :k_shot],
+                x[:, k_shot:],
+                y[:, k_shot:],
+                inner_steps,
+                inner_lr,
+            ).mean()
         else:
             loss = torch.nn.functional.mse_loss(model(x), y)
         opt.zero_grad()
@@ -713,7 +800,9 @@ def sine_train(S, maml=True, iterations=None, meta_batch=25, k_shot=10, inner_lr
         opt.step()
         return {"loss": loss.item()}
 
-    return model, fit(step, range(iterations), desc="MAML (sines)" if maml else "pretraining (sines)")
+    return model, fit(
+        step, range(iterations), desc="MAML (sines)" if maml else "pretraining (sines)"
+    )
 
 
 def sine_adaptation_mse(model, x_support, y_support, x_query, y_query, steps, lr=0.01):
@@ -737,6 +826,7 @@ def sine_adaptation_mse(model, x_support, y_support, x_query, y_query, steps, lr
 
     return vmap(one_task)(x_support, y_support, x_query, y_query)
 
+
 def maml_conv4(n_way=5, hidden=64):
     """Conv-4 and a linear layer to ``n_way`` classes, with batch norm that always uses the
     statistics of the current batch (no running statistics: MAML's transductive batch norm).
@@ -753,6 +843,7 @@ def maml_conv4(n_way=5, hidden=64):
             m.track_running_stats = False
             m.running_mean = m.running_var = m.num_batches_tracked = None
     return model
+
 
 def maml_adapt(model, params, buffers, x, y, steps, lr, first_order=False, loss_fn=None):
     """``steps`` gradient steps of size ``lr`` on ``loss_fn(model(x), y)`` (cross-entropy by
@@ -777,10 +868,12 @@ def maml_task_loss(model, params, buffers, episode, steps, lr, first_order=False
     import torch.nn.functional as F
     from torch.func import functional_call
 
-    adapted = maml_adapt(model, params, buffers, episode.support, episode.support_labels,
-                         steps, lr, first_order)
+    adapted = maml_adapt(
+        model, params, buffers, episode.support, episode.support_labels, steps, lr, first_order
+    )
     logits = functional_call(model, (adapted, buffers), (episode.query,))
     return F.cross_entropy(logits, episode.query_labels), logits
+
 
 def maml_settings(S, first_order=False):
     """The hyper-parameters of MAML on Omniglot for the budget of ``S``."""
@@ -806,8 +899,9 @@ def train_maml(S, first_order=False, k_shot=1, n_way=5, **overrides):
 
     h = {**maml_settings(S, first_order), **overrides}
     B = h["meta_batch"]
-    episodes = Episodes(load_split("train"), n_way, k_shot, h["n_query"], h["iterations"] * B,
-                        seed=S.seed + 1)
+    episodes = Episodes(
+        load_split("train"), n_way, k_shot, h["n_query"], h["iterations"] * B, seed=S.seed + 1
+    )
     torch.manual_seed(S.seed)  # the same initial weights, whoever calls (chapter 9 too)
     model = maml_conv4(n_way).to(S.device)
     buffers = dict(model.named_buffers())
@@ -819,8 +913,9 @@ def train_maml(S, first_order=False, k_shot=1, n_way=5, **overrides):
         loss_sum, acc_sum = 0.0, 0.0
         for b in range(B):
             ep = episodes[i * B + b].to(S.device)
-            loss, logits = maml_task_loss(model, params, buffers, ep, h["inner_steps"], h["inner_lr"],
-                                          first_order)
+            loss, logits = maml_task_loss(
+                model, params, buffers, ep, h["inner_steps"], h["inner_lr"], first_order
+            )
             (loss / B).backward()  # one task's graph at a time: less memory than summing first
             loss_sum += loss.item()
             acc_sum += (logits.argmax(1) == ep.query_labels).float().mean().item()
@@ -837,9 +932,15 @@ def maml_test_steps(model, S, first_order=False, k_shot=1):
     is within the 95 % interval of the best (50 episodes at the quick budget, 200 at the full).
     Returns ``(steps, {steps: Accuracy})``."""
     from utils.evaluate import choose_on_validation
+
     h = maml_settings(S, first_order)
-    return choose_on_validation(lambda k: classifier_maml(model, k, h["inner_lr"]), h["test_step_choices"],
-                                S.pick(quick=50, full=200), S.device, k_shot=k_shot)
+    return choose_on_validation(
+        lambda k: classifier_maml(model, k, h["inner_lr"]),
+        h["test_step_choices"],
+        S.pick(quick=50, full=200),
+        S.device,
+        k_shot=k_shot,
+    )
 
 
 def classifier_maml(model, steps, lr):
@@ -852,8 +953,9 @@ def classifier_maml(model, steps, lr):
     def classify(support, support_labels, query):
         params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
         buffers = dict(model.named_buffers())
-        adapted = maml_adapt(model, params, buffers, support, support_labels, steps, lr,
-                             first_order=True)  # no meta-gradient needed at test time
+        adapted = maml_adapt(
+            model, params, buffers, support, support_labels, steps, lr, first_order=True
+        )  # no meta-gradient needed at test time
         with torch.no_grad():
             return functional_call(model, (adapted, buffers), (query,))
 
@@ -865,6 +967,7 @@ def reptile_sine_tasks(n, generator=None):
     """``n`` random sine tasks: amplitudes in [0.1, 5.0] and phases in [0, pi]."""
     import math
     import torch
+
     amp = 0.1 + 4.9 * torch.rand(n, generator=generator)
     phase = math.pi * torch.rand(n, generator=generator)
     return amp, phase
@@ -873,6 +976,7 @@ def reptile_sine_tasks(n, generator=None):
 def reptile_sine_sample(amp, phase, n, generator=None):
     """``n`` points ``(x [n, 1], y [n, 1])`` of the sine ``amp * sin(x + phase)``, x in [-5, 5]."""
     import torch
+
     x = 10 * torch.rand(n, 1, generator=generator) - 5
     return x, amp * torch.sin(x + phase)
 
@@ -880,11 +984,15 @@ def reptile_sine_sample(amp, phase, n, generator=None):
 def reptile_sine_mlp():
     """The 1-40-40-1 ReLU network of the sinusoid experiments."""
     from torch import nn
-    return nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1))
+
+    return nn.Sequential(
+        nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1)
+    )
 
 
-def reptile_sine_meta_gradient(model, amp, phase, method="reptile", steps=5, lr=0.02, shots=10,
-                               generator=None):
+def reptile_sine_meta_gradient(
+    model, amp, phase, method="reptile", steps=5, lr=0.02, shots=10, generator=None
+):
     """One task's meta-gradient at the model's weights phi (left unchanged), and the last loss.
 
     ``steps`` SGD steps of size ``lr``, each on ``shots`` fresh points, lead to phi~.
@@ -894,6 +1002,7 @@ def reptile_sine_meta_gradient(model, amp, phase, method="reptile", steps=5, lr=
     """
     import torch
     import torch.nn.functional as F
+
     params = list(model.parameters())
     start = [p.detach().clone() for p in params]
     if method == "pretrain":
@@ -914,12 +1023,15 @@ def reptile_sine_meta_gradient(model, amp, phase, method="reptile", steps=5, lr=
             p.copy_(s)
     return meta, loss.item()
 
-def train_reptile_sine(S, method="reptile", iterations=None, steps=5, lr=0.02, meta_batch=5,
-                       outer_lr=1e-3, seed=1):
+
+def train_reptile_sine(
+    S, method="reptile", iterations=None, steps=5, lr=0.02, meta_batch=5, outer_lr=1e-3, seed=1
+):
     """Meta-train the sine MLP with ``method`` ("reptile", "fomaml" or "pretrain");
     returns ``(model, history)``. Budget: 600 iterations (quick) or 30,000 (full)."""
     import torch
     from utils.train import fit
+
     iterations = iterations or S.pick(quick=600, full=30_000)
     torch.manual_seed(S.seed)
     model = reptile_sine_mlp()
@@ -948,6 +1060,7 @@ def reptile_sine_adapt(model, x, y, steps, lr=0.02, x_eval=None):
     import copy
     import torch
     import torch.nn.functional as F
+
     m = copy.deepcopy(model)
     opt = torch.optim.SGD(m.parameters(), lr)
     preds = []
@@ -960,10 +1073,12 @@ def reptile_sine_adapt(model, x, y, steps, lr=0.02, x_eval=None):
             opt.step()
     return preds
 
+
 def reptile_model(n_way=5, hidden=64):
     """Conv-4 with ``hidden`` filters and a linear ``n_way`` head."""
     from torch import nn
     from utils.models import conv4
+
     return nn.Sequential(conv4(hidden=hidden), nn.Linear(hidden, n_way))
 
 
@@ -972,6 +1087,7 @@ def reptile_inner_loop(model, opt, x, y, steps, batch, generator=None):
     (cross-entropy, batch norm on batch statistics); returns the last loss."""
     import torch
     import torch.nn.functional as F
+
     model.train()
     for _ in range(steps):
         idx = torch.randperm(len(x), generator=generator, device="cpu")[:batch].to(x.device)
@@ -987,6 +1103,7 @@ def reptile_outer_step(model, tasks, adapt, outer_lr):
     from the same start phi; then phi <- phi + outer_lr * (mean of the adapted weights - phi).
     Batch-norm running statistics are interpolated like the weights. Returns the mean loss."""
     import torch
+
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     total = {k: torch.zeros_like(v) for k, v in start.items() if v.is_floating_point()}
     losses = []
@@ -996,12 +1113,28 @@ def reptile_outer_step(model, tasks, adapt, outer_lr):
         for k, v in model.state_dict().items():
             if k in total:
                 total[k] += v.detach()
-    model.load_state_dict({k: start[k] + outer_lr * (total[k] / len(tasks) - start[k]) if k in total else start[k]
-                           for k in start})
+    model.load_state_dict(
+        {
+            k: start[k] + outer_lr * (total[k] / len(tasks) - start[k]) if k in total else start[k]
+            for k in start
+        }
+    )
     return sum(losses) / len(losses)
 
-def train_reptile(S, k_shot=1, n_way=5, iterations=None, meta_batch=None, hidden=64,
-                  train_shots=10, inner_steps=5, inner_batch=10, inner_lr=None, outer_lr=1.0):
+
+def train_reptile(
+    S,
+    k_shot=1,
+    n_way=5,
+    iterations=None,
+    meta_batch=None,
+    hidden=64,
+    train_shots=10,
+    inner_steps=5,
+    inner_batch=10,
+    inner_lr=None,
+    outer_lr=1.0,
+):
     """Meta-train Reptile on Omniglot's training classes; returns ``(model, history)``.
 
     Tasks are ``n_way``-way with ``max(train_shots, k_shot)`` images per class; each inner loop
@@ -1014,14 +1147,21 @@ def train_reptile(S, k_shot=1, n_way=5, iterations=None, meta_batch=None, hidden
     from utils.data import load_split
     from utils.episodes import Episodes
     from utils.train import fit
+
     iterations = iterations or S.pick(quick=1_500, full=100_000)
     meta_batch = meta_batch or S.pick(quick=1, full=5)
     inner_lr = inner_lr or S.pick(quick=3e-3, full=1e-3)
     torch.manual_seed(S.seed)
     model = reptile_model(n_way, hidden).to(S.device)
     opt = torch.optim.Adam(model.parameters(), inner_lr, betas=(0.0, 0.999))
-    tasks = Episodes(load_split("train"), n_way, max(train_shots, k_shot), 1,
-                     iterations * meta_batch, seed=S.seed + 1)
+    tasks = Episodes(
+        load_split("train"),
+        n_way,
+        max(train_shots, k_shot),
+        1,
+        iterations * meta_batch,
+        seed=S.seed + 1,
+    )
 
     def adapt(m, ep):
         return reptile_inner_loop(m, opt, ep.support, ep.support_labels, inner_steps, inner_batch)
@@ -1038,7 +1178,9 @@ def train_reptile(S, k_shot=1, n_way=5, iterations=None, meta_batch=None, hidden
 def reptile_test_settings(S):
     """Test-time adaptation of the budget of ``S``: Adam steps of learning rate ``lr``, their
     number chosen by :func:`reptile_test_steps` among ``step_choices``."""
-    return dict(step_choices=S.pick(quick=(5, 10, 20), full=(10, 25, 50)), lr=S.pick(quick=1e-2, full=1e-3))
+    return dict(
+        step_choices=S.pick(quick=(5, 10, 20), full=(10, 25, 50)), lr=S.pick(quick=1e-2, full=1e-3)
+    )
 
 
 def reptile_test_steps(model, S, k_shot=1):
@@ -1047,9 +1189,15 @@ def reptile_test_steps(model, S, k_shot=1):
     classes is within the 95 % interval of the best (50 episodes at the quick budget, 200 at
     the full). Returns ``(steps, {steps: Accuracy})``."""
     from utils.evaluate import choose_on_validation
+
     h = reptile_test_settings(S)
-    return choose_on_validation(lambda k: classifier_reptile(model, k, h["lr"]), h["step_choices"],
-                                S.pick(quick=50, full=200), S.device, k_shot=k_shot)
+    return choose_on_validation(
+        lambda k: classifier_reptile(model, k, h["lr"]),
+        h["step_choices"],
+        S.pick(quick=50, full=200),
+        S.device,
+        k_shot=k_shot,
+    )
 
 
 def classifier_reptile(model, steps, lr, transductive=True, running_stats=False, batch=None):

@@ -1,4 +1,5 @@
 """The Conv-4 backbone of Matching, Prototypical, Relation networks and MAML."""
+
 from __future__ import annotations
 
 import torch
@@ -12,7 +13,11 @@ def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Seq
     convolutions then compute in that layout, which trains Conv-4 faster on a CPU (the
     measured ratio is in the book's page "What it costs", from ``make bench``). The results
     are the same up to rounding; ``model.to(memory_format=torch.contiguous_format)`` undoes it."""
-    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU()]
+    layers = [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    ]
     if pool:
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers).to(memory_format=torch.channels_last)

@@ -1,4 +1,5 @@
 """Pictures: an episode as a grid, training curves, results with error bars."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -14,7 +15,9 @@ def show_images(images: torch.Tensor, titles=None, ncols: int = 10, size: float 
     n = len(images)
     if axes is None:
         nrows = (n + ncols - 1) // ncols
-        _, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.15), squeeze=False)
+        _, axes = plt.subplots(
+            nrows, ncols, figsize=(ncols * size, nrows * size * 1.15), squeeze=False
+        )
     axes = np.ravel(axes)
     for i, ax in enumerate(axes):
         ax.axis("off")
@@ -32,8 +35,9 @@ def show_episode(episode: Episode, max_query: int = 2, title: str | None = None)
     q = min(max_query, len(episode.query) // n)
     fig, axes = plt.subplots(n, k + q, figsize=(1.1 * (k + q), 1.2 * n), squeeze=False)
     for c in range(n):
-        row = list(episode.support[episode.support_labels == c][:k]) + \
-            list(episode.query[episode.query_labels == c][:q])
+        row = list(episode.support[episode.support_labels == c][:k]) + list(
+            episode.query[episode.query_labels == c][:q]
+        )
         for j, img in enumerate(row):
             ax = axes[c, j]
             ax.imshow(img.cpu().squeeze(0), cmap="gray_r", vmin=0, vmax=1)
@@ -59,7 +63,9 @@ def plot_history(history: dict, smooth: int = 25, title: str = "training"):
         ax.plot(v, alpha=0.25, color="C0")
         w = min(smooth, len(v))
         if w > 1:
-            ax.plot(np.arange(w - 1, len(v)), np.convolve(v, np.ones(w) / w, mode="valid"), color="C0")
+            ax.plot(
+                np.arange(w - 1, len(v)), np.convolve(v, np.ones(w) / w, mode="valid"), color="C0"
+            )
         ax.set_xlabel("step"), ax.set_ylabel(name), ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
@@ -70,7 +76,13 @@ def bar_with_ci(labels, means, cis, ylabel: str = "accuracy (%)", title: str = "
     """A bar chart of ``means`` with ``cis`` (95 % half-widths) as error bars."""
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4, 0.8 * len(labels)), 3.2))
-    ax.bar(range(len(labels)), means, yerr=cis, capsize=4, color=[f"C{i % 10}" for i in range(len(labels))])
+    ax.bar(
+        range(len(labels)),
+        means,
+        yerr=cis,
+        capsize=4,
+        color=[f"C{i % 10}" for i in range(len(labels))],
+    )
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     lo = min(m - c for m, c in zip(means, cis))
     ax.set_ylim(max(0, lo - 5), 100)

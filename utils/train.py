@@ -1,4 +1,5 @@
 """A training loop with a progress bar, and runs saved in the book's cache."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,12 @@ class History(dict):
     seconds: float = 0.0
 
 
-def fit(step: Callable[[Any], dict], batches: Iterable, desc: str = "training",
-        threads: int | None = None) -> History:
+def fit(
+    step: Callable[[Any], dict],
+    batches: Iterable,
+    desc: str = "training",
+    threads: int | None = None,
+) -> History:
     """Call ``step(batch)`` for every batch (an episode, or a batch of images) with a
     progress bar; ``step`` does one update and returns its metrics as ``{name: float}``.
 
@@ -41,7 +46,9 @@ def fit(step: Callable[[Any], dict], batches: Iterable, desc: str = "training",
         for batch in bar:
             for name, value in step(batch).items():
                 history.setdefault(name, []).append(float(value))
-            bar.set_postfix({n: f"{np.mean(v[-50:]):.3f}" for n, v in history.items()}, refresh=False)
+            bar.set_postfix(
+                {n: f"{np.mean(v[-50:]):.3f}" for n, v in history.items()}, refresh=False
+            )
     finally:
         torch.set_num_threads(before)
     history.seconds = time.perf_counter() - start
@@ -73,7 +80,13 @@ def _numpy_globals() -> list:
     """The NumPy functions and classes that rebuild an array or a number: older runs (saved
     before :func:`save_run` stored lists) hold NumPy arrays, and only these may rebuild them."""
     dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
-    return [np.array(0.0).__reduce__()[0], np.float64(0).__reduce__()[0], np.ndarray, np.dtype, *dtypes]
+    return [
+        np.array(0.0).__reduce__()[0],
+        np.float64(0).__reduce__()[0],
+        np.ndarray,
+        np.dtype,
+        *dtypes,
+    ]
 
 
 REDO = f"delete it or set ${RETRAIN_VAR}=1 to train again"  # what to do with a run that is refused
@@ -96,8 +109,14 @@ def save_run(name: str, setup: Setup, **contents) -> None:
         if os.environ.get(RETRAIN_VAR) != "1":
             raise
         run = {}
-    run.update(_plain({"budget": setup.budget, "seed": setup.seed, "device": str(setup.device), **contents}))
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"  # this writer's own
+    run.update(
+        _plain(
+            {"budget": setup.budget, "seed": setup.seed, "device": str(setup.device), **contents}
+        )
+    )
+    tmp = (
+        path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    )  # this writer's own
     try:
         torch.save(run, tmp)
         os.replace(tmp, path)
@@ -122,24 +141,33 @@ def load_run(name: str, setup: Setup) -> dict | None:
             run = torch.load(path, map_location=setup.device, weights_only=True)
     except Exception as err:
         text = str(err)  # the safe loader's reason follows "WeightsUnpickler error:"
-        detail = (text.split("WeightsUnpickler error:", 1)[-1].strip() or type(err).__name__).splitlines()[0]
+        detail = (
+            text.split("WeightsUnpickler error:", 1)[-1].strip() or type(err).__name__
+        ).splitlines()[0]
         detail = detail.split(". ")[0]
         if "Unsupported global" in text or "Can only build" in text:
-            raise RuntimeError(f"{path} holds objects other than tensors, numbers, strings, lists and dicts "
-                               f"({detail}), and such a file can run code when loaded, so it is not "
-                               f"loaded: {REDO}") from err
-        raise RuntimeError(f"{path} is not a readable run (corrupt, truncated, or not a run: {detail}): "
-                           f"{REDO}") from err
+            raise RuntimeError(
+                f"{path} holds objects other than tensors, numbers, strings, lists and dicts "
+                f"({detail}), and such a file can run code when loaded, so it is not "
+                f"loaded: {REDO}"
+            ) from err
+        raise RuntimeError(
+            f"{path} is not a readable run (corrupt, truncated, or not a run: {detail}): {REDO}"
+        ) from err
     if not isinstance(run, dict):
         raise RuntimeError(f"{path} holds a {type(run).__name__}, not a run (a dict): {REDO}")
     for key, expected in (("budget", setup.budget), ("seed", setup.seed)):
         if run.get(key, expected) != expected:
-            raise RuntimeError(f"{path} holds a run of {key} {run[key]!r}, but its name and this setup say "
-                               f"{expected!r}: {REDO}")
+            raise RuntimeError(
+                f"{path} holds a run of {key} {run[key]!r}, but its name and this setup say "
+                f"{expected!r}: {REDO}"
+            )
     return _plain(run)
 
 
-def train_or_load(name: str, setup: Setup, train: Callable[[], tuple], build: Callable[[], torch.nn.Module]):
+def train_or_load(
+    name: str, setup: Setup, train: Callable[[], tuple], build: Callable[[], torch.nn.Module]
+):
     """``train()`` (which returns ``(model, history)``) and save the weights and history as
     run ``name``; or, when this budget and seed were trained before, ``build()`` the model and
     load them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved run
@@ -150,18 +178,24 @@ def train_or_load(name: str, setup: Setup, train: Callable[[], tuple], build: Ca
     if run is not None and "model" in run:
         missing = [key for key in ("history", "seconds") if key not in run]
         if missing:
-            raise RuntimeError(f"{path} holds weights but no {' or '.join(missing)} (a run of an older "
-                               f"format): {REDO}")
+            raise RuntimeError(
+                f"{path} holds weights but no {' or '.join(missing)} (a run of an older "
+                f"format): {REDO}"
+            )
         model = build().to(setup.device)
         try:
             model.load_state_dict(run["model"])
         except RuntimeError as err:
-            raise RuntimeError(f"the weights in {path} do not fit the model that build() makes: "
-                               f"{REDO}\n{err}") from err
+            raise RuntimeError(
+                f"the weights in {path} do not fit the model that build() makes: {REDO}\n{err}"
+            ) from err
         history = History(run["history"])
         history.seconds = run["seconds"]
-        print(f"{name}: loaded the model trained before ({history.seconds:.0f} s of training, "
-              f"on {run.get('device', 'an unknown device')}) from {path}; set {RETRAIN_VAR}=1 to train again")
+        print(
+            f"{name}: loaded the model trained before ({history.seconds:.0f} s of training, "
+            f"on {run.get('device', 'an unknown device')}) from {path}; set {RETRAIN_VAR}=1 to "
+            "train again"
+        )
         return model, history
     model, history = train()
     save_run(name, setup, model=model.state_dict(), history=dict(history), seconds=history.seconds)

@@ -5,6 +5,7 @@ check in CI) every equation stays raw TeX. The MathJax 3 files come from PyPI's
 ``django-static-mathjax`` (MathJax's own ``es5`` build, nothing of Django is imported); this
 extension points ``mathjax_path`` at ``_static/mathjax/`` and copies the files there.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -18,11 +19,15 @@ def mathjax_files() -> Path:
     try:
         import mathjax
     except ImportError as err:
-        raise RuntimeError("offline_mathjax: the package django-static-mathjax is missing "
-                           "(make env installs it; or pip install django-static-mathjax)") from err
+        raise RuntimeError(
+            "offline_mathjax: the package django-static-mathjax is missing "
+            "(make env installs it; or pip install django-static-mathjax)"
+        ) from err
     folder = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     if not (folder / MATHJAX_JS).is_file():
-        raise RuntimeError(f"offline_mathjax: {folder / MATHJAX_JS} not found in django-static-mathjax")
+        raise RuntimeError(
+            f"offline_mathjax: {folder / MATHJAX_JS} not found in django-static-mathjax"
+        )
     return folder
 
 
@@ -32,7 +37,9 @@ def _use_local(app, config) -> None:
 
 def _copy(app, exception) -> None:
     if exception is None and app.builder.format == "html":
-        shutil.copytree(mathjax_files(), Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
+        shutil.copytree(
+            mathjax_files(), Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True
+        )
 
 
 def setup(app):
