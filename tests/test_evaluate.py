@@ -14,7 +14,17 @@ def test_confidence_interval_formula():
     mean, half = mean_ci95(v)
     sample_std = math.sqrt(sum((x - 0.775) ** 2 for x in v) / 3)
     assert mean == pytest.approx(0.775)
-    assert half == pytest.approx(1.96 * sample_std / 2)
+    assert half == pytest.approx(3.1824 * sample_std / 2)  # Student's t, 3 degrees of freedom
+
+
+def test_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    from utils.evaluate import t_quantile_975
+
+    for df in [*range(1, 80), 100, 199, 599, 10_000]:
+        assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-4), df
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        t_quantile_975(0)
 
 
 def test_interval_edge_cases():
@@ -48,14 +58,15 @@ def test_results_table():
     lines = table.splitlines()
     assert lines[0] == "| method | 5-way 1-shot |"
     assert lines[2] == f"| ours | {acc} |" and lines[3] == "| ours (Snell) | 98.8 % |"
+    assert lines[5].startswith("*Protocol (chapter 1): ours on 2 fixed test episodes")
+    assert "Protocol" not in results_table({"ours": {"5-way 1-shot": acc}})  # no paper, no note
 
 
 def test_choose_on_validation_takes_the_first_choice_as_good_as_the_best(real):
     from utils.evaluate import choose_on_validation
 
-    def make(
-        choice,
-    ):  # "guess" scores 1/5 by chance; "nearest" classifies by the nearest support image
+    # "guess" scores 1/5 by chance; "nearest" classifies by the nearest support image
+    def make(choice):
         def classify(support, support_labels, query):
             if choice == "guess":
                 return torch.zeros(len(query), dtype=torch.long)

@@ -880,7 +880,7 @@ def maml_settings(S, first_order=False):
     return dict(
         iterations=S.pick(quick=350, full=60000),
         meta_batch=S.pick(quick=4, full=32),
-        inner_steps=S.pick(quick=3 if first_order else 1, full=5),
+        inner_steps=S.pick(quick=3 if first_order else 1, full=5 if first_order else 1),
         inner_lr=0.4,
         test_step_choices=(1, 3, 5, 10),  # the test-time steps maml_test_steps chooses from
         meta_lr=1e-3,
