@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-MARK = "#@save"  # d2l's marker; the formatter (ruff) writes it "# @save", and both count
+# d2l's marker, #@save; the formatter (ruff) writes it "# @save", and both count
 MARKED = re.compile(r"#\s?@save\b")
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "utils" / "methods.py"

@@ -196,10 +196,8 @@ def _read_tree(tree: Path) -> tuple[torch.Tensor, list[str], list[bool]]:
         if missing:
             raise FileNotFoundError(
                 f"{tree / part} lacks {len(missing)} of Omniglot's {len(ALPHABETS[part])} "
-                "alphabets there: "
-                f"{', '.join(missing)}; point ${ROOT_VAR} at a complete copy (unpack {ARCHIVE} "
-                "again), "
-                "or unset it to let torchvision download Omniglot"
+                f"alphabets there: {', '.join(missing)}; point ${ROOT_VAR} at a complete copy "
+                f"(unpack {ARCHIVE} again), or unset it to let torchvision download Omniglot"
             )
         for alphabet in sorted(p.name for p in (tree / part).iterdir() if p.is_dir()):
             for char in sorted(p.name for p in (tree / part / alphabet).iterdir() if p.is_dir()):

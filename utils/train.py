@@ -114,9 +114,8 @@ def save_run(name: str, setup: Setup, **contents) -> None:
             {"budget": setup.budget, "seed": setup.seed, "device": str(setup.device), **contents}
         )
     )
-    tmp = (
-        path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    )  # this writer's own
+    # this writer's own temporary file
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
         torch.save(run, tmp)
         os.replace(tmp, path)
