@@ -98,3 +98,18 @@ def test_fixed_test_episodes_are_fixed(real):
     assert len(a) == 3 and len(b) == 600
     assert all(torch.equal(a[i].query, b[i].query) for i in range(3))
     assert a[0].support.shape == (5, 1, 28, 28) and a[0].query.shape == (75, 1, 28, 28)
+
+
+def test_classes_with_more_images_than_omniglot():
+    x = torch.arange(3 * 50, dtype=torch.float32).view(3, 50, 1, 1).expand(3, 50, 28, 28)
+    classes = ClassSet(x.clone(), ["d/0", "d/1", "d/2"], ["d"] * 3)
+    ep = Episodes(classes, n_way=3, k_shot=10, n_query=35, n_episodes=1)[0]
+    assert ep.support.shape == (30, 1, 28, 28) and ep.query.shape == (105, 1, 28, 28)
+    assert len(set(ids(torch.cat([ep.support, ep.query])).tolist())) == 135  # no image twice
+    with pytest.raises(ValueError, match="only 50 images: allowed is k_shot \\+ n_query <= 50"):
+        Episodes(classes, n_way=3, k_shot=10, n_query=41, n_episodes=1)
+
+
+def test_unknown_test_domain_is_named():
+    with pytest.raises(ValueError, match="unknown domain 'cifar'"):
+        fixed_test_episodes(5, 1, domain="cifar")

@@ -74,6 +74,14 @@ METHODS = {
     "reptile": Method(
         "reptile", lambda S, n: M.train_reptile(S, k_shot=1, iterations=n), M.reptile_model
     ),
+    "anil": Method(
+        "anil", lambda S, n: M.train_maml(S, adapt=M.anil_adapt, iterations=n), M.maml_conv4
+    ),
+    "protomaml": Method(
+        "protomaml",
+        lambda S, n: M.train_maml(S, adapt=M.protomaml_adapt, iterations=n),
+        M.maml_conv4,
+    ),
     # the sine experiments of chapters 7 and 8 (their chapters keep them in memory, not in runs)
     "sine-maml": Method(
         "sine-maml", lambda S, n: M.sine_train(S, maml=True, iterations=n), M.sine_mlp
@@ -219,7 +227,7 @@ def test_full_budget_trains_saves_and_loads(name, runs, monkeypatch, record_prop
     torch.testing.assert_close(loaded.state_dict(), trained, rtol=0, atol=0)
     assert dict(loaded_history) == dict(history) and loaded_history.seconds == history.seconds
 
-    if name == "transfer":  # chapter 2 also saves the backbone alone, which chapter 9 loads
+    if name == "transfer":  # chapter 2 also saves the backbone alone, which chapter 10 loads
         T.save_run(
             "transfer",
             S,

@@ -19,6 +19,8 @@ TINY = {  # each trainer for two updates: enough to show that the same start giv
     "maml": lambda: M.train_maml(S, iterations=2)[0],
     "fomaml": lambda: M.train_maml(S, first_order=True, iterations=2)[0],
     "reptile": lambda: M.train_reptile(S, iterations=2)[0],
+    "anil": lambda: M.train_maml(S, adapt=M.anil_adapt, iterations=2)[0],
+    "protomaml": lambda: M.train_maml(S, adapt=M.protomaml_adapt, iterations=2)[0],
 }
 
 

@@ -259,7 +259,8 @@ class ClassSet:
 
     ``images`` has shape ``[classes, 20, 28, 28]``. A class is a character, or a
     character turned by 90, 180 or 270 degrees (``names`` end in ``/rotDDD`` then).
-    ``alphabets[c]`` names the alphabet of class ``c``.
+    ``alphabets[c]`` names the alphabet of class ``c``. Another domain's classes
+    (:func:`load_domain`) have as many images per class as its smallest class.
     """
 
     images: torch.Tensor
@@ -315,3 +316,60 @@ def load_split(split: str, rotations: bool | None = None, root=None) -> ClassSet
 @functools.lru_cache(maxsize=2)
 def _load_cached(root) -> Omniglot:
     return load_omniglot(root)
+
+
+# Other domains than Omniglot, for tests across domains: same stroke convention (bright strokes
+# on black, floats in [0, 1], 28x28), the same ClassSet, and the same kind of errors.
+DOMAINS = ("omniglot", "digits", "mnist")
+
+
+def _classes(images: torch.Tensor, labels: torch.Tensor, name: str) -> ClassSet:
+    """A ClassSet of the images ``[n, 28, 28]`` with integer ``labels``: the first images of
+    every class, as many as the smallest class has."""
+    classes = sorted(int(c) for c in labels.unique())
+    per_class = min(int((labels == c).sum()) for c in classes)
+    x = torch.stack([images[labels == c][:per_class] for c in classes])
+    return ClassSet(x, [f"{name}/{c}" for c in classes], [name] * len(classes))
+
+
+@functools.lru_cache(maxsize=4)
+def load_domain(name: str) -> ClassSet:
+    """The classes of another domain, at 28x28 with bright strokes like Omniglot's:
+
+    * ``"digits"``: scikit-learn's handwritten digits (1,797 images of 8x8 pixels in 10
+      classes, shipped with scikit-learn, so available offline), scaled up to 20x20 and
+      centred in 28x28 as MNIST's digits are; 174 images per class;
+    * ``"mnist"``: torchvision's MNIST test set (10,000 images; 892 per class), downloaded
+      into the cache folder when the network allows, else a ``RuntimeError`` that says how
+      to get it;
+    * ``"omniglot"``: the Vinyals test split (as :func:`load_split` ``("test")``).
+    """
+    if name not in DOMAINS:
+        raise ValueError(f"unknown domain {name!r}: allowed are {', '.join(DOMAINS)}")
+    if name == "omniglot":
+        return load_split("test")
+    if name == "digits":
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as err:
+            raise RuntimeError(
+                "the digits domain needs scikit-learn: pip install scikit-learn"
+            ) from err
+        digits = load_digits()
+        x = torch.from_numpy(digits.images).float().div(16).unsqueeze(1)  # 0..16 -> [0, 1]
+        x = torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", antialias=True)
+        x = torch.nn.functional.pad(x, (4, 4, 4, 4))  # a 20x20 box in 28x28, as MNIST's digits
+        return _classes(x[:, 0].clamp(0, 1), torch.from_numpy(digits.target), "digits")
+    from torchvision.datasets import MNIST
+
+    folder = cache_dir() / "mnist"
+    try:
+        mnist = MNIST(folder, train=False, download=True)
+    except Exception as err:  # no network, a blocked mirror
+        why = (str(err) or type(err).__name__).splitlines()[0]
+        raise RuntimeError(
+            f"MNIST was not found in {folder} and could not be downloaded ({why}); connect to "
+            f"the internet, or put torchvision's MNIST/raw files there; the domain 'digits' "
+            "needs no download"
+        ) from err
+    return _classes(mnist.data.float().div(255), mnist.targets, "mnist")

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from .data import DRAWINGS, ClassSet, load_split
+from .data import DOMAINS, ClassSet, load_domain, load_split
 
 TEST_SEED = 20170301  # one fixed set of test tasks for the whole book
 
@@ -57,10 +57,11 @@ class Episodes(torch.utils.data.Dataset):
         within_alphabet: bool = False,
     ):
         _check_positive(n_way=n_way, k_shot=k_shot, n_query=n_query, n_episodes=n_episodes)
-        if k_shot + n_query > DRAWINGS:
+        drawings = classes.images.shape[1]  # images of each class: 20 in Omniglot
+        if k_shot + n_query > drawings:
             raise ValueError(
                 f"k_shot + n_query = {k_shot} + {n_query} = {k_shot + n_query}, but a "
-                f"class has only {DRAWINGS} drawings: allowed is k_shot + n_query <= {DRAWINGS}"
+                f"class has only {drawings} images: allowed is k_shot + n_query <= {drawings}"
             )
         if within_alphabet:
             groups: dict[str, list[int]] = {}
@@ -93,7 +94,8 @@ class Episodes(torch.utils.data.Dataset):
         pool = self.pools[int(torch.randint(len(self.pools), (1,), generator=g))]
         n, k, q = self.n_way, self.k_shot, self.n_query
         chosen = pool[torch.randperm(len(pool), generator=g)[:n]]
-        drawings = torch.stack([torch.randperm(DRAWINGS, generator=g)[: k + q] for _ in range(n)])
+        per_class = self.classes.images.shape[1]
+        drawings = torch.stack([torch.randperm(per_class, generator=g)[: k + q] for _ in range(n)])
         x = self.classes.images[chosen[:, None], drawings].unsqueeze(2)  # [N, K+Q, 1, 28, 28]
         labels = torch.arange(n)
         return Episode(
@@ -108,15 +110,24 @@ class Episodes(torch.utils.data.Dataset):
 
 
 def fixed_test_episodes(
-    n_way: int, k_shot: int, n_query: int = 15, n_episodes: int = 600, within_alphabet: bool = False
+    n_way: int,
+    k_shot: int,
+    n_query: int = 15,
+    n_episodes: int = 600,
+    within_alphabet: bool = False,
+    domain: str = "omniglot",
 ) -> Episodes:
     """The book's fixed test episodes on the Vinyals test split (423 characters).
 
     Every chapter evaluates on these, so methods are compared on the same tasks; a
-    smaller ``n_episodes`` gives the first episodes of the same sequence.
+    smaller ``n_episodes`` gives the first episodes of the same sequence. ``domain`` other
+    than ``"omniglot"`` draws the same kind of episodes from another data set's classes
+    (:func:`utils.data.load_domain`): a test across domains.
     """
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}: allowed are {', '.join(DOMAINS)}")
     return Episodes(
-        load_split("test"),
+        load_split("test") if domain == "omniglot" else load_domain(domain),
         n_way,
         k_shot,
         n_query,

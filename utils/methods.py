@@ -862,13 +862,14 @@ def maml_adapt(model, params, buffers, x, y, steps, lr, first_order=False, loss_
     return params
 
 
-def maml_task_loss(model, params, buffers, episode, steps, lr, first_order=False):
+def maml_task_loss(model, params, buffers, episode, steps, lr, first_order=False, adapt=None):
     """MAML's loss of one task: adapt ``params`` on the support set, then the cross-entropy of
-    the adapted model on the query set. Returns ``(loss, query_logits)``."""
+    the adapted model on the query set. Returns ``(loss, query_logits)``. ``adapt`` replaces
+    :func:`maml_adapt` (same arguments) by another inner loop (chapter 9's ANIL, ProtoMAML)."""
     import torch.nn.functional as F
     from torch.func import functional_call
 
-    adapted = maml_adapt(
+    adapted = (adapt or maml_adapt)(
         model, params, buffers, episode.support, episode.support_labels, steps, lr, first_order
     )
     logits = functional_call(model, (adapted, buffers), (episode.query,))
@@ -888,10 +889,11 @@ def maml_settings(S, first_order=False):
     )
 
 
-def train_maml(S, first_order=False, k_shot=1, n_way=5, **overrides):
+def train_maml(S, first_order=False, k_shot=1, n_way=5, adapt=None, **overrides):
     """Meta-train ``maml_conv4`` on ``n_way``-way ``k_shot``-shot episodes of the training
     classes with MAML (second order) or FOMAML (``first_order=True``); hyper-parameters from
-    :func:`maml_settings`, changed by ``overrides``. Returns ``(model, history)``."""
+    :func:`maml_settings`, changed by ``overrides``; ``adapt``: another inner loop than
+    :func:`maml_adapt` (same arguments). Returns ``(model, history)``."""
     import torch
     from utils.data import load_split
     from utils.episodes import Episodes
@@ -902,7 +904,7 @@ def train_maml(S, first_order=False, k_shot=1, n_way=5, **overrides):
     episodes = Episodes(
         load_split("train"), n_way, k_shot, h["n_query"], h["iterations"] * B, seed=S.seed + 1
     )
-    torch.manual_seed(S.seed)  # the same initial weights, whoever calls (chapter 9 too)
+    torch.manual_seed(S.seed)  # the same initial weights, whoever calls (chapters 9 and 10 too)
     model = maml_conv4(n_way).to(S.device)
     buffers = dict(model.named_buffers())
     opt = torch.optim.Adam(model.parameters(), h["meta_lr"])
@@ -914,7 +916,7 @@ def train_maml(S, first_order=False, k_shot=1, n_way=5, **overrides):
         for b in range(B):
             ep = episodes[i * B + b].to(S.device)
             loss, logits = maml_task_loss(
-                model, params, buffers, ep, h["inner_steps"], h["inner_lr"], first_order
+                model, params, buffers, ep, h["inner_steps"], h["inner_lr"], first_order, adapt
             )
             (loss / B).backward()  # one task's graph at a time: less memory than summing first
             loss_sum += loss.item()
@@ -922,20 +924,20 @@ def train_maml(S, first_order=False, k_shot=1, n_way=5, **overrides):
         opt.step()
         return {"query loss": loss_sum / B, "query accuracy": acc_sum / B}
 
-    name = "FOMAML" if first_order else "MAML"
+    name = ("FOMAML" if first_order else "MAML") + (f" ({adapt.__name__})" if adapt else "")
     return model, fit(step, range(h["iterations"]), desc=f"{name} {n_way}-way {k_shot}-shot")
 
 
-def maml_test_steps(model, S, first_order=False, k_shot=1):
+def maml_test_steps(model, S, first_order=False, k_shot=1, adapt=None):
     """The number of test-time steps for ``model`` on 5-way ``k_shot``-shot tasks: the fewest of
     the settings' ``test_step_choices`` whose accuracy on such episodes of the validation classes
-    is within the 95 % interval of the best (50 episodes at the quick budget, 200 at the full).
-    Returns ``(steps, {steps: Accuracy})``."""
+    is within the 95 % interval of the best (50 episodes at the quick budget, 200 at the full),
+    adapting with :func:`maml_adapt` or ``adapt``. Returns ``(steps, {steps: Accuracy})``."""
     from utils.evaluate import choose_on_validation
 
     h = maml_settings(S, first_order)
     return choose_on_validation(
-        lambda k: classifier_maml(model, k, h["inner_lr"]),
+        lambda k: classifier_maml(model, k, h["inner_lr"], adapt),
         h["test_step_choices"],
         S.pick(quick=50, full=200),
         S.device,
@@ -943,17 +945,18 @@ def maml_test_steps(model, S, first_order=False, k_shot=1):
     )
 
 
-def classifier_maml(model, steps, lr):
+def classifier_maml(model, steps, lr, adapt=None):
     """``classify(support, support_labels, query)``: adapt a copy of the model's weights with
-    ``steps`` gradient steps of size ``lr`` on the support set, then score the query images
-    (all in one batch: transductive batch norm, as in MAML)."""
+    ``steps`` gradient steps of size ``lr`` on the support set (with :func:`maml_adapt`, or
+    ``adapt``), then score the query images (all in one batch: transductive batch norm, as in
+    MAML)."""
     import torch
     from torch.func import functional_call
 
     def classify(support, support_labels, query):
         params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
         buffers = dict(model.named_buffers())
-        adapted = maml_adapt(
+        adapted = (adapt or maml_adapt)(
             model, params, buffers, support, support_labels, steps, lr, first_order=True
         )  # no meta-gradient needed at test time
         with torch.no_grad():
@@ -1224,3 +1227,65 @@ def classifier_reptile(model, steps, lr, transductive=True, running_stats=False,
             return torch.stack([m(torch.cat([support, q[None]]))[-1] for q in query])
 
     return classify
+
+
+# --- from chapters/09_what_meta_learning_learns.ipynb --------------------------
+def linear_cka(x, y):
+    """Linear CKA (Kornblith et al. 2019) of two representations of the same ``n`` inputs,
+    ``x`` ``[n, ...]`` and ``y`` ``[n, ...]`` (flattened to ``[n, p]`` and ``[n, q]``): 1 when
+    they are equal up to a rotation and a scale, near 0 when unrelated. Computed from the
+    ``n x n`` Gram matrices of the centred features."""
+    x = x.flatten(1) - x.flatten(1).mean(0)
+    y = y.flatten(1) - y.flatten(1).mean(0)
+    kx, ky = x @ x.T, y @ y.T
+    return float((kx * ky).sum() / (kx.norm() * ky.norm()))
+
+
+def _part(weights, prefix):
+    """The entries of ``weights`` (a dict name -> tensor) under ``prefix``, renamed without it."""
+    return {n[len(prefix) :]: w for n, w in weights.items() if n.startswith(prefix)}
+
+
+def layer_outputs(model, params, x):
+    """The output of each of ``maml_conv4``'s four conv blocks and of its linear head on ``x``,
+    computed with the weights ``params`` (a dict name -> tensor, as in MAML's inner loop)."""
+    from torch.func import functional_call
+
+    outputs, h = [], x
+    body = model[0]
+    for i in range(4):
+        h = functional_call(body[i], _part(params, f"0.{i}."), (h,))
+        outputs.append(h)
+    outputs.append(functional_call(model[1], _part(params, "1."), (h.flatten(1),)))
+    return outputs
+
+
+def anil_adapt(model, params, buffers, x, y, steps, lr, first_order=False):
+    """ANIL's inner loop (Raghu et al. 2020), a drop-in for ``maml_adapt``: the body
+    (``model[0]``) embeds ``x`` once with ``params``, and only the linear head (``1.weight``,
+    ``1.bias``) takes ``steps`` gradient steps of size ``lr`` on the cross-entropy; returns the
+    weights with the adapted head. Second order unless ``first_order``."""
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call
+
+    z = functional_call(model[0], (_part(params, "0."), _part(buffers, "0.")), (x,))
+    w, b = params["1.weight"], params["1.bias"]
+    for _ in range(steps):
+        loss = F.cross_entropy(F.linear(z, w, b), y)
+        gw, gb = torch.autograd.grad(loss, (w, b), create_graph=not first_order)
+        w, b = w - lr * gw, b - lr * gb
+    return {**params, "1.weight": w, "1.bias": b}
+
+
+def protomaml_adapt(model, params, buffers, x, y, steps, lr, first_order=False):
+    """ProtoMAML's inner loop (Triantafillou et al. 2020), a drop-in for ``maml_adapt``: the
+    head starts from the prototypes of the support set ``x`` (``W_k = 2 c_k``,
+    ``b_k = -|c_k|^2``, the prototypical network's scores), then ``maml_adapt`` takes
+    ``steps`` steps on every weight. The model's own head weights are not used."""
+    from torch.func import functional_call
+
+    z = functional_call(model[0], (_part(params, "0."), _part(buffers, "0.")), (x,))
+    c = protonet_prototypes(z, y)
+    params = {**params, "1.weight": 2 * c, "1.bias": -(c * c).sum(1)}
+    return maml_adapt(model, params, buffers, x, y, steps, lr, first_order)
