@@ -86,11 +86,11 @@ notebooks: env
 # them. It refuses a cache that already holds runs (use FEWSHOT_CACHE=an empty folder).
 comparison-alone: env
 	@if [ -n "$$(ls -A '$(FEWSHOT_CACHE)/runs' 2>/dev/null)" ]; then \
-	    echo "comparison-alone: $(FEWSHOT_CACHE)/runs holds trained runs, so chapter 10 would not run alone;"; \
+	    echo "comparison-alone: $(FEWSHOT_CACHE)/runs holds trained runs, so chapter 11 would not run alone;"; \
 	    echo "  give it an empty cache: make comparison-alone FEWSHOT_CACHE=\$$(mktemp -d)"; exit 1; fi
 	@# Training every method is one long cell: nbval's default limit of 2000 s a cell is too short.
 	cd chapters && ../$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=4000 --durations=10 -p no:cacheprovider \
-	    10_comparison.ipynb
+	    11_comparison.ipynb
 
 lab: env
 	$(BIN)/jupyter lab --allow-root chapters

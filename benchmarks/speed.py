@@ -34,7 +34,7 @@ and ``OMP_NUM_THREADS``, git commit, UTC date, and the load average when the run
 machine that was not quiet shows there). The file goes to
 ``benchmarks/results/<device type>.json`` (``--out`` to change it; ``--smoke`` writes to a
 temporary folder unless ``--out`` is given); the book's page "What it costs"
-(``chapters/11_what_it_costs.ipynb``) reads every file there.
+(``chapters/12_what_it_costs.ipynb``) reads every file there.
 """
 
 from __future__ import annotations

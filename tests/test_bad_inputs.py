@@ -281,7 +281,7 @@ def test_an_old_run_with_numpy_arrays_loads_as_lists(runs):
     assert run["results"]["5-way 1-shot"] == [1.0, 0.8] and run["seconds"] == 3.0
     assert np.asarray(run["results"]["bn"]["5-way 5-shot"]).mean() == pytest.approx(
         0.9
-    )  # as chapter 10 reads it
+    )  # as chapter 11 reads it
     save_run("toy", CPU, more=np.arange(2))  # and it is saved back as plain lists
     assert torch.serialization.get_unsafe_globals_in_checkpoint(runs) == []
     assert load_run("toy", CPU)["more"] == [0, 1]

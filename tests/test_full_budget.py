@@ -82,6 +82,19 @@ METHODS = {
         lambda S, n: M.train_maml(S, adapt=M.protomaml_adapt, iterations=n),
         M.maml_conv4,
     ),
+    "protonet-affine": Method(
+        "protonet-affine",
+        lambda S, n: M.train_protonet(S, n_episodes=n, augment=M.affine_episode),
+        M.protonet_embedding,
+    ),
+    "dagan": Method("dagan", lambda S, n: M.train_dagan(S, steps=n), M.DAGANGenerator),
+    "hallucination": Method(
+        "hallucination",
+        lambda S, n: M.train_protonet(
+            S, n_episodes=n, build=M.HallucinatingProtoNet, loss=M.hallucination_loss
+        ),
+        M.HallucinatingProtoNet,
+    ),
     # the sine experiments of chapters 7 and 8 (their chapters keep them in memory, not in runs)
     "sine-maml": Method(
         "sine-maml", lambda S, n: M.sine_train(S, maml=True, iterations=n), M.sine_mlp
@@ -227,7 +240,7 @@ def test_full_budget_trains_saves_and_loads(name, runs, monkeypatch, record_prop
     torch.testing.assert_close(loaded.state_dict(), trained, rtol=0, atol=0)
     assert dict(loaded_history) == dict(history) and loaded_history.seconds == history.seconds
 
-    if name == "transfer":  # chapter 2 also saves the backbone alone, which chapter 10 loads
+    if name == "transfer":  # chapter 2 also saves the backbone alone, which chapter 11 loads
         T.save_run(
             "transfer",
             S,

@@ -21,6 +21,11 @@ TINY = {  # each trainer for two updates: enough to show that the same start giv
     "reptile": lambda: M.train_reptile(S, iterations=2)[0],
     "anil": lambda: M.train_maml(S, adapt=M.anil_adapt, iterations=2)[0],
     "protomaml": lambda: M.train_maml(S, adapt=M.protomaml_adapt, iterations=2)[0],
+    "protonet-affine": lambda: M.train_protonet(S, n_episodes=2, augment=M.affine_episode)[0],
+    "dagan": lambda: M.train_dagan(S, steps=2)[0],
+    "hallucination": lambda: M.train_protonet(
+        S, n_episodes=2, build=M.HallucinatingProtoNet, loss=M.hallucination_loss
+    )[0],
 }
 
 

@@ -537,11 +537,23 @@ def protonet_loss(model, episode, distance="euclidean"):
 
 
 def train_protonet(
-    S, n_way=None, k_shot=1, n_query=5, n_episodes=None, distance="euclidean", lr=1e-3
+    S,
+    n_way=None,
+    k_shot=1,
+    n_query=5,
+    n_episodes=None,
+    distance="euclidean",
+    lr=1e-3,
+    build=None,
+    loss=None,
+    augment=None,
 ):
     """Train a prototypical network on ``n_way``-way ``k_shot``-shot episodes of the
     training classes; return ``(model, history)``. By default 20-way episodes at the quick
-    budget and 60-way (the paper's) at the full one."""
+    budget and 60-way (the paper's) at the full one. Chapter 10 trains its variants with this
+    same loop: ``build()`` makes another model (default :func:`protonet_embedding`), ``loss``
+    replaces :func:`protonet_loss` (same arguments), and ``augment(episode, generator)``
+    changes every training episode before its step."""
     import torch
 
     from utils.data import load_split
@@ -551,13 +563,16 @@ def train_protonet(
     n_way = n_way or S.pick(quick=20, full=60)
     n_episodes = n_episodes or S.pick(quick=600, full=20_000)
     torch.manual_seed(S.seed)
-    model = protonet_embedding().to(S.device)
+    model = (build or protonet_embedding)().to(S.device)
+    loss_fn, g = loss or protonet_loss, torch.Generator().manual_seed(S.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2000, gamma=0.5)
     episodes = Episodes(load_split("train"), n_way, k_shot, n_query, n_episodes, seed=S.seed)
 
     def step(episode):
-        loss, accuracy = protonet_loss(model, episode.to(S.device), distance)
+        if augment is not None:
+            episode = augment(episode, g)
+        loss, accuracy = loss_fn(model, episode.to(S.device), distance)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -904,7 +919,7 @@ def train_maml(S, first_order=False, k_shot=1, n_way=5, adapt=None, **overrides)
     episodes = Episodes(
         load_split("train"), n_way, k_shot, h["n_query"], h["iterations"] * B, seed=S.seed + 1
     )
-    torch.manual_seed(S.seed)  # the same initial weights, whoever calls (chapters 9 and 10 too)
+    torch.manual_seed(S.seed)  # the same initial weights, whoever calls (chapters 9 and 11 too)
     model = maml_conv4(n_way).to(S.device)
     buffers = dict(model.named_buffers())
     opt = torch.optim.Adam(model.parameters(), h["meta_lr"])
@@ -1289,3 +1304,261 @@ def protomaml_adapt(model, params, buffers, x, y, steps, lr, first_order=False):
     c = protonet_prototypes(z, y)
     params = {**params, "1.weight": 2 * c, "1.bias": -(c * c).sum(1)}
     return maml_adapt(model, params, buffers, x, y, steps, lr, first_order)
+
+
+# --- from chapters/10_more_data_from_less.ipynb --------------------------------
+def warp(x, theta):
+    """The images ``x`` ``[B, 1, H, W]`` under the affine maps ``theta`` ``[B, 2, 3]`` (in
+    ``affine_grid``'s coordinates, [-1, 1] across the image), with bilinear interpolation."""
+    import torch.nn.functional as F
+
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False)
+
+
+def random_affine(x, generator=None):
+    """One random affine distortion of each image of ``x`` ``[B, 1, H, W]``, drawn as Koch et al.
+    drew theirs: a rotation in [-10, 10] degrees, shears in [-0.3, 0.3], scales in [0.8, 1.2]
+    and shifts in [-2, 2] pixels, each of the seven included with probability 1/2."""
+    import math
+
+    import torch
+
+    b, size = len(x), x.shape[-1]
+
+    def draw(low, high, off):
+        value = torch.empty(b).uniform_(low, high, generator=generator)
+        return torch.where(torch.rand(b, generator=generator) < 0.5, value, off)
+
+    angle = draw(-10.0, 10.0, 0.0) * math.pi / 180
+    shear_x, shear_y = draw(-0.3, 0.3, 0.0), draw(-0.3, 0.3, 0.0)
+    scale_x, scale_y = draw(0.8, 1.2, 1.0), draw(0.8, 1.2, 1.0)
+    shift = torch.stack([draw(-2.0, 2.0, 0.0), draw(-2.0, 2.0, 0.0)], 1) * 2 / size
+    one, zero, cos, sin = torch.ones(b), torch.zeros(b), angle.cos(), angle.sin()
+
+    def matrix(a, b_, c, d):  # a batch of 2x2 matrices [[a, b], [c, d]]
+        return torch.stack([torch.stack([a, b_], 1), torch.stack([c, d], 1)], 1)
+
+    a = matrix(cos, -sin, sin, cos) @ matrix(one, shear_x, shear_y, one)
+    a = a @ matrix(scale_x, zero, zero, scale_y)
+    return warp(x, torch.cat([a, shift[:, :, None]], 2))
+
+
+def classifier_protonet_augmented(model, augment, copies, seed=0):
+    """A prototypical network whose prototypes average the embeddings of the support images and
+    of ``copies`` more made from each by ``augment(images, generator)`` (same shape); with
+    ``copies=0`` it is ``classifier_protonet(model)``."""
+    import torch
+
+    @torch.no_grad()
+    def classify(support, support_labels, query):
+        model.eval()
+        g = torch.Generator().manual_seed(seed)
+        images = torch.cat([support, *(augment(support, g) for _ in range(copies))])
+        z = model(torch.cat([images, query]))
+        prototypes = protonet_prototypes(z[: len(images)], support_labels.repeat(copies + 1))
+        return protonet_scores(z[len(images) :], prototypes)
+
+    return classify
+
+
+def affine_episode(episode, generator=None):
+    """The episode with every image (support and query) distorted by ``random_affine``."""
+    from utils.episodes import Episode
+
+    return Episode(
+        random_affine(episode.support, generator),
+        episode.support_labels,
+        random_affine(episode.query, generator),
+        episode.query_labels,
+    )
+
+
+import torch
+from torch import nn
+
+
+class DAGANGenerator(nn.Module):
+    """DAGAN's generator, small: ``G(x, z)`` maps a drawing ``x`` ``[B, 1, 28, 28]`` and
+    Gaussian noise (drawn inside, from ``generator``) to another drawing in [0, 1]; a U-Net
+    (28 -> 14 -> 7 -> 14 -> 28, with skip connections), the noise entering its two decoder
+    layers, and its output a change added to ``x`` (then clipped to [0, 1])."""
+
+    def __init__(self, channels=16, noise=16):
+        super().__init__()
+        c = channels
+
+        def down(i, o, **conv):
+            return nn.Sequential(nn.Conv2d(i, o, **conv), nn.BatchNorm2d(o), nn.LeakyReLU(0.2))
+
+        def up(i, o):
+            return nn.Sequential(nn.ConvTranspose2d(i, o, 4, 2, 1), nn.BatchNorm2d(o), nn.ReLU())
+
+        self.noise = noise
+        self.e1 = down(1, c, kernel_size=3, padding=1)  # 28x28
+        self.e2 = down(c, 2 * c, kernel_size=4, stride=2, padding=1)  # 14x14
+        self.e3 = down(2 * c, 4 * c, kernel_size=4, stride=2, padding=1)  # 7x7
+        self.d3, self.d2 = up(4 * c + noise, 2 * c), up(4 * c + noise, c)  # 14x14, 28x28
+        self.out = nn.Conv2d(2 * c, 1, 3, padding=1)
+
+    def forward(self, x, generator=None):
+        h1 = self.e1(x)
+        h2 = self.e2(h1)
+        h3 = self.e3(h2)
+        z = torch.randn(len(x), self.noise, 1, 1, generator=generator).to(x.device)
+        u = self.d3(torch.cat([h3, z.expand(-1, -1, *h3.shape[2:])], 1))
+        u = self.d2(torch.cat([u, h2, z.expand(-1, -1, *h2.shape[2:])], 1))
+        return (x + torch.tanh(self.out(torch.cat([u, h1], 1)))).clamp(0, 1)
+
+
+def dagan_discriminator(channels=16):
+    """DAGAN's discriminator, small: a pair of drawings stacked as two channels -> one logit
+    (real pair of one character's drawings, or a drawing and the generator's)."""
+    from torch import nn
+
+    c = channels
+    return nn.Sequential(
+        nn.Conv2d(2, c, 4, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(c, 2 * c, 4, 2, 1),
+        nn.BatchNorm2d(2 * c),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(2 * c, 4 * c, 3, 2, 1),
+        nn.BatchNorm2d(4 * c),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(4 * c * 4 * 4, 1),
+    )
+
+
+def train_dagan(S, steps=None, batch=32, lr=2e-4):
+    """Train DAGAN on pairs of drawings of the training characters (``load_split("train")``,
+    never the validation or test ones): per step, ``batch`` characters, two different
+    drawings of each, one discriminator and one generator update (Adam, as DCGAN). Returns
+    ``(generator, history)``; the history holds both losses."""
+    import torch
+    import torch.nn.functional as F
+    from utils.data import load_split
+    from utils.train import fit
+
+    steps = steps or S.pick(quick=1500, full=30_000)
+    classes = load_split("train")
+    n_classes, n_drawings = classes.images.shape[:2]
+    g = torch.Generator().manual_seed(S.seed)
+    torch.manual_seed(S.seed)
+    G, D = DAGANGenerator().to(S.device), dagan_discriminator().to(S.device)
+    opt_g = torch.optim.Adam(G.parameters(), lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr, betas=(0.5, 0.999))
+
+    def bce(logits, real):
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
+
+    def step(_):
+        c = torch.randint(n_classes, (batch,), generator=g)
+        a = torch.randint(n_drawings, (batch,), generator=g)
+        b = (a + torch.randint(1, n_drawings, (batch,), generator=g)) % n_drawings  # another
+        x, other = (classes.images[c, i].unsqueeze(1).to(S.device) for i in (a, b))
+        fake = G(x, g)
+        loss_d = bce(D(torch.cat([x, other], 1)), True) + bce(
+            D(torch.cat([x, fake.detach()], 1)), False
+        )
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = bce(D(torch.cat([x, fake], 1)), True)  # the non-saturating generator loss
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        return {"discriminator loss": loss_d.item(), "generator loss": loss_g.item()}
+
+    # one thread: small convolutions on 32 images, where a second thread gains little on a quiet
+    # machine and costs several times over on a busy one (the fit function's note)
+    return G, fit(step, range(steps), desc="DAGAN", threads=1)
+
+
+def dagan_copies(generator_net):
+    """``augment(images, generator)`` for ``classifier_protonet_augmented``: one DAGAN drawing
+    from each image (the network in evaluation mode, no gradients)."""
+    import torch
+
+    @torch.no_grad()
+    def augment(images, generator=None):
+        generator_net.eval()
+        return generator_net(images, generator)
+
+    return augment
+
+
+import torch
+from torch import nn
+
+
+class Hallucinator(nn.Module):
+    """Wang et al.'s generator in feature space: ``h(z, noise)`` -> another embedding of the
+    class of ``z`` (an MLP whose output is added to ``z``); the noise is drawn inside."""
+
+    def __init__(self, dim=64, noise=64, hidden=128):
+        super().__init__()
+        self.noise = noise
+        self.net = nn.Sequential(
+            nn.Linear(dim + noise, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, dim),
+        )
+
+    def forward(self, z, generator=None):
+        noise = torch.randn(len(z), self.noise, generator=generator).to(z.device)
+        return z + self.net(torch.cat([z, noise], 1))
+
+
+class HallucinatingProtoNet(nn.Module):
+    """Chapter 5's embedding with a hallucinator beside it; called on images it embeds them."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = protonet_embedding()
+        self.hallucinator = Hallucinator()
+
+    def forward(self, x):
+        return self.embedding(x)
+
+
+def hallucinated_prototypes(model, z_support, support_labels, m, generator=None):
+    """Prototypes of the support embeddings and ``m`` hallucinated embeddings of each."""
+    import torch
+
+    fake = model.hallucinator(z_support.repeat(m, 1), generator)
+    return protonet_prototypes(torch.cat([z_support, fake]), support_labels.repeat(m + 1))
+
+
+def hallucination_loss(model, episode, distance="euclidean", m=5):
+    """Chapter 5's loss with ``m`` hallucinated examples per support image in the prototypes;
+    returns the loss and the query accuracy (as ``protonet_loss``)."""
+    import torch
+    import torch.nn.functional as F
+
+    n = len(episode.support)
+    z = model(torch.cat([episode.support, episode.query]))
+    scores = protonet_scores(
+        z[n:], hallucinated_prototypes(model, z[:n], episode.support_labels, m), distance
+    )
+    loss = F.cross_entropy(scores, episode.query_labels)
+    return loss, (scores.argmax(1) == episode.query_labels).float().mean()
+
+
+def classifier_hallucination(model, m, seed=0):
+    """``classify(support, support_labels, query)`` with ``m`` hallucinated examples per
+    support image (noise from a generator seeded with ``seed`` for every episode)."""
+    import torch
+
+    @torch.no_grad()
+    def classify(support, support_labels, query):
+        model.eval()
+        g = torch.Generator().manual_seed(seed)
+        z = model(torch.cat([support, query]))
+        prototypes = hallucinated_prototypes(model, z[: len(support)], support_labels, m, g)
+        return protonet_scores(z[len(support) :], prototypes)
+
+    return classify
