@@ -81,3 +81,14 @@ def test_choose_on_validation_takes_the_first_choice_as_good_as_the_best(real):
     assert scores["guess"].mean == pytest.approx(20.0) and scores["nearest"].mean > 30
     with pytest.raises(ValueError, match="at least one choice"):
         choose_on_validation(make, [], n_episodes=2)
+
+
+def test_paired_difference():
+    from utils.evaluate import Accuracy, mean_ci95, paired_difference
+
+    a, b = Accuracy(np.array([0.9, 0.8, 1.0, 0.7])), Accuracy(np.array([0.8, 0.8, 0.9, 0.5]))
+    d, h = paired_difference(a, b)
+    mean, half = mean_ci95(np.array([0.1, 0.0, 0.1, 0.2]))
+    assert d == pytest.approx(100 * mean) and h == pytest.approx(100 * half)
+    with pytest.raises(ValueError, match="same episodes, got 4 and 3"):
+        paired_difference(a, Accuracy(np.array([0.1, 0.2, 0.3])))

@@ -72,6 +72,19 @@ class Accuracy:
         return f"{self.mean:.2f} ± {self.ci95:.2f} %"
 
 
+def paired_difference(a: Accuracy, b: Accuracy) -> tuple[float, float]:
+    """The mean of ``a - b`` episode by episode, and the half-width of its 95 % interval, in
+    points: two methods compared on the same episodes (a different number of episodes is refused
+    with a ``ValueError``)."""
+    if len(a.per_episode) != len(b.per_episode):
+        raise ValueError(
+            f"paired_difference needs the same episodes, got {len(a.per_episode)} and "
+            f"{len(b.per_episode)} per-episode accuracies"
+        )
+    mean, half = mean_ci95(np.asarray(a.per_episode) - np.asarray(b.per_episode))
+    return 100 * mean, 100 * half
+
+
 def evaluate(
     classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     episodes: Iterable[Episode],

@@ -94,6 +94,13 @@ def train_transfer(S, steps=None, batch_size=None, lr=None):
     return model, history
 
 
+def train_transfer_backbone(S):
+    """The pretraining above, for the chapters that reuse it: ``(backbone, history)``, the
+    backbone alone, as the run "transfer" keeps it."""
+    net, history = train_transfer(S)
+    return net.backbone, history
+
+
 import torch
 from torch import nn
 
@@ -122,6 +129,15 @@ def transfer_features(backbone, x, batch_size: int = 1000):
     backbone.eval()
     with torch.no_grad():
         return torch.cat([backbone(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def transfer_centre(backbone):
+    """The mean feature of the training images (the first drawing of every training class):
+    the centre that SimpleShot subtracts."""
+    from utils.data import load_split
+
+    images = load_split("train").images[:, 0].unsqueeze(1)
+    return transfer_features(backbone, images.to(next(backbone.parameters()).device)).mean(0)
 
 
 import torch
