@@ -10,13 +10,14 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest tests` (not `python -m pytest`) leaves the root out
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import speed  # noqa: E402
+from benchmarks import seeds, speed  # noqa: E402
 
 SECTIONS = ("peak", "conv4", "maml_step")
 TIMES = {"peak": ("ms",), "conv4": ("ms",), "maml_step": ("ours_ms",)}
@@ -48,3 +49,21 @@ def test_smoke_run_writes_every_section_with_positive_times(tmp_path, capsys):
         assert row["learn2learn"] != "ok" or row["learn2learn_ms"] > 0
     printed = capsys.readouterr().out
     assert "device:" in printed and "maml_step" in printed and str(out) in printed
+
+
+def test_seed_study_runs_the_comparison_up_to_its_training_loop():
+    cells = seeds.chapter_cells()
+    assert cells[-1].startswith(seeds.LAST_CELL)
+    assert sum(c.count(seeds.SEED_LINE) for c in cells) == 1
+    assert not any("google.colab" in c for c in cells), "the Colab cell is left out"
+    assert any("METHODS = {" in c for c in cells), "the registry is among the cells"
+
+
+def test_seed_study_refuses_a_chapter_without_its_anchors(tmp_path):
+    nb = tmp_path / "c.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["S = setup(seed=0)"]}]}))
+    with pytest.raises(RuntimeError, match="models, runs, results"):
+        seeds.chapter_cells(nb)
+    for bad in ("1,x", "-1"):
+        with pytest.raises(SystemExit, match="--seeds"):
+            seeds.main(["--seeds", bad])

@@ -1,10 +1,11 @@
+import inspect
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from utils.episodes import Episodes
+from utils.episodes import N_QUERY, Episodes, fixed_test_episodes
 from utils.evaluate import Accuracy, evaluate, mean_ci95, results_table
 from test_episodes import numbered_classes
 
@@ -59,6 +60,9 @@ def test_results_table():
     assert lines[0] == "| method | 5-way 1-shot |"
     assert lines[2] == f"| ours | {acc} |" and lines[3] == "| ours (Snell) | 98.8 % |"
     assert lines[5].startswith("*Protocol (chapter 1): ours on 2 fixed test episodes")
+    # the query count it states is the one the fixed test episodes use, not a typed number
+    assert f"of {N_QUERY} query images per class" in lines[5]
+    assert inspect.signature(fixed_test_episodes).parameters["n_query"].default == N_QUERY
     assert "Protocol" not in results_table({"ours": {"5-way 1-shot": acc}})  # no paper, no note
 
 

@@ -64,6 +64,13 @@ METHODS = {
     "protonet": Method(
         "protonet", lambda S, n: M.train_protonet(S, n_episodes=n), M.protonet_embedding
     ),
+    "protonet-background": Method(
+        "protonet-background",
+        lambda S, n: M.train_protonet(
+            S, n_episodes=n, classes=load_split("background", rotations=True)
+        ),
+        M.protonet_embedding,
+    ),
     "relation": Method(
         "relation", lambda S, n: M.train_relation(S, n_episodes=n), M.RelationNetwork
     ),

@@ -7,6 +7,7 @@ import torch
 
 from utils import methods as M
 from utils.config import Setup
+from utils.data import load_split
 
 S = Setup("quick", torch.device("cpu"), 0)
 
@@ -15,6 +16,9 @@ TINY = {  # each trainer for two updates: enough to show that the same start giv
     "siamese": lambda: M.train_siamese(S, steps=2)[0],
     "matching": lambda: M.train_matching(S, steps=2)[0],
     "protonet": lambda: M.train_protonet(S, n_episodes=2)[0],
+    "protonet-background": lambda: M.train_protonet(  # chapter 11's Lake protocol
+        S, n_episodes=2, classes=load_split("background", rotations=True)
+    )[0],
     "relation": lambda: M.train_relation(S, n_episodes=2)[0],
     "maml": lambda: M.train_maml(S, iterations=2)[0],
     "fomaml": lambda: M.train_maml(S, first_order=True, iterations=2)[0],

@@ -25,3 +25,31 @@ def test_train_transfer_backbone_keeps_the_backbone(monkeypatch):
     monkeypatch.setattr(M, "train_transfer", lambda S: (net, {"loss": [1.0]}))
     backbone, history = M.train_transfer_backbone(Setup("quick", torch.device("cpu"), 0))
     assert backbone is net.backbone and history == {"loss": [1.0]}
+
+
+def test_choose_finetuning_takes_the_fewest_steps_within_the_best_interval():
+    curve = {  # query accuracy (%) of four episodes at each step, for two learning rates
+        1e-3: {"query": {0: [60, 60, 60, 60], 10: [80, 82, 78, 80], 20: [81, 81, 80, 80]}},
+        1e-2: {"query": {0: [60, 60, 60, 60], 10: [90, 92, 88, 90], 20: [91, 90, 90, 91]}},
+    }
+    assert M.choose_finetuning(curve) == {"lr": 1e-2, "steps": 10}
+    flat = {lr: {"query": {0: [70, 70], 5: [70, 70]}} for lr in (1e-3, 1e-2)}
+    assert M.choose_finetuning(flat) == {"lr": 1e-3, "steps": 0}  # ties: fewest, then smallest
+
+
+def test_finetune_curve_uses_validation_episodes_at_the_recorded_steps(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    fake = ClassSet(torch.rand(6, 20, 28, 28, generator=g), [f"a/{i}" for i in range(6)], ["a"] * 6)
+    splits = []
+    monkeypatch.setattr(
+        utils.data, "load_split", lambda split, *a, **k: splits.append(split) or fake
+    )
+    torch.manual_seed(0)
+    backbone = M.build_transfer_backbone()
+    curve = M.finetune_curve(
+        backbone, Setup("quick", torch.device("cpu"), 0), lrs=(1e-3,), at=(0, 2)
+    )
+    assert splits == ["val"]
+    query = curve[1e-3]["query"]
+    assert sorted(query) == [0, 2] and all(len(v) == 20 for v in query.values())
+    assert all(a == 100 for a in curve[1e-3]["support"][0])  # one shot: the mean is the image

@@ -109,10 +109,13 @@ class Episodes(torch.utils.data.Dataset):
         return (self[i] for i in range(len(self)))
 
 
+N_QUERY = 15  # query images per class in the fixed test episodes (and in the tables' protocol)
+
+
 def fixed_test_episodes(
     n_way: int,
     k_shot: int,
-    n_query: int = 15,
+    n_query: int = N_QUERY,
     n_episodes: int = 600,
     within_alphabet: bool = False,
     domain: str = "omniglot",

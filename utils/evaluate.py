@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .episodes import Episode
+from .episodes import N_QUERY, Episode
 
 
 # Student's t: the 97.5 % quantile for 1 to 30 degrees of freedom (beyond, an expansion).
@@ -130,7 +130,7 @@ def choose_on_validation(
     device=None,
     n_way: int = 5,
     k_shot: int = 1,
-    n_query: int = 15,
+    n_query: int = N_QUERY,
 ):
     """Choose a test-time setting (adaptation steps, say) on the validation classes, never on
     the test episodes: ``make_classifier(choice)`` gives a classify function, scored on the
@@ -159,7 +159,7 @@ SETTINGS = {"5-way 1-shot": (5, 1), "5-way 5-shot": (5, 5), "20-way 1-shot": (20
 
 
 def evaluate_settings(
-    classify, n_episodes: int, device=None, settings: dict = SETTINGS, n_query: int = 15
+    classify, n_episodes: int, device=None, settings: dict = SETTINGS, n_query: int = N_QUERY
 ) -> dict[str, Accuracy]:
     """Evaluate ``classify`` on the book's fixed test episodes of each setting
     (``{"5-way 1-shot": (5, 1), ...}``) and print one line per setting."""
@@ -196,14 +196,17 @@ def results_table(
         )
     if paper:
         counts = sorted({len(a.per_episode) for r in rows.values() for a in r.values()})
-        lines += ["", PROTOCOL.format(episodes=" or ".join(f"{n:,}" for n in counts))]
+        lines += [
+            "",
+            PROTOCOL.format(episodes=" or ".join(f"{n:,}" for n in counts), n_query=N_QUERY),
+        ]
     return "\n".join(lines)
 
 
 # What differs between the book's numbers and the papers' (chapter 1 says it in full).
 PROTOCOL = (
-    "*Protocol (chapter 1): ours on {episodes} fixed test episodes of 15 query images per class, "
-    "the test characters unrotated, the models trained on the training split; the published "
-    "numbers on the papers' own episodes, with rotated test characters and training on "
-    "training + validation.*"
+    "*Protocol (chapter 1): ours on {episodes} fixed test episodes of {n_query} query images "
+    "per class, the test characters unrotated, the models trained on the training split; the "
+    "published numbers on the papers' own episodes, with rotated test characters and training "
+    "on training + validation.*"
 )

@@ -283,6 +283,60 @@ def classifier_transfer_finetune(backbone, steps: int = 20, lr: float = 1e-3, sc
     return classify
 
 
+import numpy as np
+import torch
+
+
+def finetune_curve(backbone, S, lrs=(1e-4, 1e-3, 1e-2), at=(0, 1, 2, 3, 5, 10, 20, 30, 60, 100)):
+    """Fine-tune ``backbone`` (:func:`transfer_finetune`) on 5-way 1-shot episodes of the
+    validation classes (``val``, unrotated; 20 episodes at the quick budget, 100 at the full),
+    with each learning rate of ``lrs``, for ``max(at)`` steps (at most 30 at the quick budget);
+    after each step of ``at``, the accuracy (%) on the support and the query images of every
+    episode. Returns ``{lr: {"support": {step: [...]}, "query": {step: [...]}}}``."""
+    from utils.data import load_split
+    from utils.episodes import N_QUERY, Episodes
+
+    n_episodes, last = S.pick(quick=20, full=100), S.pick(quick=30, full=100)
+    at = {t for t in at if t <= last}
+    episodes = Episodes(load_split("val", rotations=False), 5, 1, N_QUERY, n_episodes, seed=0)
+    curve = {lr: {"support": {}, "query": {}} for lr in lrs}
+    for lr in lrs:
+        for ep in episodes:
+            ep = ep.to(S.device)
+
+            def watch(step, predict, lr=lr, ep=ep):
+                if step not in at:
+                    return
+                with torch.no_grad():
+                    for part, x, y in (
+                        ("support", ep.support, ep.support_labels),
+                        ("query", ep.query, ep.query_labels),
+                    ):
+                        acc = (predict(x).argmax(1) == y).float().mean().item()
+                        curve[lr][part].setdefault(step, []).append(100 * acc)
+
+            transfer_finetune(
+                backbone, ep.support, ep.support_labels, steps=max(at), lr=lr, callback=watch
+            )
+    return curve
+
+
+def choose_finetuning(curve):
+    """``{"lr": ..., "steps": ...}``: of the learning rates and steps of ``curve`` (from
+    :func:`finetune_curve`, on validation episodes), the fewest steps (then the smallest rate)
+    whose mean query accuracy is within the 95 % interval of the best one's."""
+    from utils.evaluate import Accuracy
+
+    scores = {
+        (t, lr): Accuracy(np.asarray(accs) / 100)
+        for lr, c in curve.items()
+        for t, accs in c["query"].items()
+    }
+    best = max(scores.values(), key=lambda a: a.mean)
+    steps, lr = min(k for k, a in scores.items() if a.mean >= best.mean - best.ci95)
+    return {"lr": lr, "steps": steps}
+
+
 # --- from chapters/03_siamese.ipynb --------------------------------------------
 import torch
 from torch import nn
@@ -563,13 +617,15 @@ def train_protonet(
     build=None,
     loss=None,
     augment=None,
+    classes=None,
 ):
-    """Train a prototypical network on ``n_way``-way ``k_shot``-shot episodes of the
-    training classes; return ``(model, history)``. By default 20-way episodes at the quick
-    budget and 60-way (the paper's) at the full one. Chapter 10 trains its variants with this
-    same loop: ``build()`` makes another model (default :func:`protonet_embedding`), ``loss``
-    replaces :func:`protonet_loss` (same arguments), and ``augment(episode, generator)``
-    changes every training episode before its step."""
+    """Train a prototypical network on ``n_way``-way ``k_shot``-shot episodes of ``classes``
+    (a ``ClassSet``; by default ``load_split("train")``, the training classes; chapter 11 also
+    trains on Lake's background alphabets); return ``(model, history)``. By default 20-way
+    episodes at the quick budget and 60-way (the paper's) at the full one. Chapter 10 trains its
+    variants with this same loop: ``build()`` makes another model (default
+    :func:`protonet_embedding`), ``loss`` replaces :func:`protonet_loss` (same arguments), and
+    ``augment(episode, generator)`` changes every training episode before its step."""
     import torch
 
     from utils.data import load_split
@@ -583,7 +639,8 @@ def train_protonet(
     loss_fn, g = loss or protonet_loss, torch.Generator().manual_seed(S.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2000, gamma=0.5)
-    episodes = Episodes(load_split("train"), n_way, k_shot, n_query, n_episodes, seed=S.seed)
+    classes = load_split("train") if classes is None else classes
+    episodes = Episodes(classes, n_way, k_shot, n_query, n_episodes, seed=S.seed)
 
     def step(episode):
         if augment is not None:
