@@ -28,6 +28,7 @@ import platform
 import subprocess
 import sys
 import time
+import types
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -63,14 +64,20 @@ def chapter_cells(path: Path = CHAPTER) -> list[str]:
 def run_seed(seed: int, cells: list[str]) -> dict:
     """Run ``cells`` with ``seed`` and return ``{method: {"per_episode": [...], "seconds": s}}``
     for 5-way 1-shot (the training seconds are the run's)."""
-    namespace: dict = {"__name__": f"seed{seed}", "display": print}
-    for i, src in enumerate(cells):
-        src = src.replace(SEED_LINE, f"S = setup(seed={seed})")
-        exec(compile(src, f"<chapter 11, seed {seed}, cell {i}>", "exec"), namespace)
-        if "METHODS" in namespace and "_only" not in namespace:  # after the registry's cell
-            for m in namespace["METHODS"].values():
-                m.settings = tuple(s for s in m.settings if s == SETTING)
-            namespace["_only"] = SETTING
+    module = types.ModuleType(f"chapter11_seed{seed}")  # a module, as dataclasses expect
+    namespace = module.__dict__
+    namespace["display"] = print
+    sys.modules[module.__name__] = module
+    try:
+        for i, src in enumerate(cells):
+            src = src.replace(SEED_LINE, f"S = setup(seed={seed})")
+            exec(compile(src, f"<chapter 11, seed {seed}, cell {i}>", "exec"), namespace)
+            if "METHODS" in namespace and "_only" not in namespace:  # after the registry's cell
+                for m in namespace["METHODS"].values():
+                    m.settings = tuple(s for s in m.settings if s == SETTING)
+                namespace["_only"] = SETTING
+    finally:
+        del sys.modules[module.__name__]
     return {
         name: {
             "per_episode": [float(x) for x in namespace["results"][name][SETTING].per_episode],

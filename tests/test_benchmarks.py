@@ -67,3 +67,13 @@ def test_seed_study_refuses_a_chapter_without_its_anchors(tmp_path):
     for bad in ("1,x", "-1"):
         with pytest.raises(SystemExit, match="--seeds"):
             seeds.main(["--seeds", bad])
+
+
+def test_seed_study_runs_cells_that_define_dataclasses(tmp_path):
+    """The chapter's registry is a dataclass: the cells run in a module, as in a kernel."""
+    cells = [
+        "from dataclasses import dataclass\nfrom utils.config import setup\nS = setup(seed=0)",
+        "@dataclass\nclass Method:\n    settings: tuple = ()\n\n\nMETHODS = {'a': Method(('x',))}",
+        "models, runs, results = {}, {}, {}\nMETHODS = {}",
+    ]
+    assert seeds.run_seed(3, cells) == {}
