@@ -13,7 +13,8 @@ chapter, and nothing written twice. Runs land in the book's cache (``$FEWSHOT_CA
 chapters' do, so a seed already trained there (seed 0 after the book was executed) is loaded,
 not trained again.
 
-It writes ``benchmarks/results/seeds-<budget>.json`` (``--out`` to change it): per method and
+It writes ``benchmarks/results/seeds/<budget>.json`` (``--out`` to change it; a folder of its own,
+as "What it costs" reads every file of ``benchmarks/results/``): per method and
 seed the per-episode accuracies and the training seconds, with the machine, commit, command and
 date. Chapter 11 reads the file, when it is there, and shows the spread across seeds beside the
 interval across episodes.
@@ -90,7 +91,7 @@ def run_seed(seed: int, cells: list[str]) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--out", help="the JSON file (default benchmarks/results/seeds-<budget>.json)")
+    p.add_argument("--out", help="the JSON file (default benchmarks/results/seeds/<budget>.json)")
     args = p.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -128,7 +129,9 @@ def main(argv=None) -> dict:
             name: {seed: by_seed[seed][name] for seed in by_seed} for name in by_seed[str(seeds[0])]
         },
     }
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"seeds-{budget}.json"
+    out = (
+        Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "seeds" / f"{budget}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     print(f"wrote {out}")
