@@ -71,7 +71,7 @@ lint: env
 
 format: env
 	$(BIN)/ruff format .
-	$(BIN)/python -m utils.collect
+	$(BIN)/python -m tools.collect
 
 unit: env
 	$(BIN)/python -m pytest tests
@@ -102,7 +102,7 @@ grade: env
 	$(BIN)/python assignments/classroom.py autograde $(SUBMISSIONS)
 
 methods: env
-	$(BIN)/python -m utils.collect
+	$(BIN)/python -m tools.collect
 
 # What the code costs on this machine's CPU (benchmarks/speed.py, minutes on 2 cores): one
 # table, and benchmarks/results/cpu.json, which the page "What it costs" reads. On a GPU:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from dataclasses import replace
 import copy
 import io
 import json
@@ -71,24 +72,26 @@ MAML_ORDERS = (("second", 1), ("first", 3))  # (order, inner steps)
 MAML_LR, META_LR = 0.4, 1e-3
 
 # Steps of each quick-budget trainer: about 5 s alone on 2 cores (from the chapters' training
-# times on the CI machine). Each entry: (run the trainer for n steps on setup S, n).
-TRAINERS: dict[str, tuple[Callable, int]] = {
-    "transfer": (lambda M, S, n: M.train_transfer(S, steps=n), 50),
-    "siamese": (lambda M, S, n: M.train_siamese(S, steps=n), 100),
-    "matching": (lambda M, S, n: M.train_matching(S, steps=n), 30),
-    "protonet": (lambda M, S, n: M.train_protonet(S, n_episodes=n), 30),
-    "relation": (lambda M, S, n: M.train_relation(S, n_episodes=n), 130),
-    "maml": (lambda M, S, n: M.train_maml(S, iterations=n), 35),
-    "fomaml": (lambda M, S, n: M.train_maml(S, first_order=True, iterations=n), 35),
-    "reptile": (lambda M, S, n: M.train_reptile(S, k_shot=1, iterations=n), 110),
+# times on the CI machine). Each entry: the registered method whose trainer runs, for n steps.
+TRAINERS: dict[str, tuple[str, int]] = {
+    "transfer": ("transfer: SimpleShot", 50),
+    "siamese": ("Siamese", 100),
+    "matching": ("Matching", 30),
+    "protonet": ("ProtoNet", 30),
+    "relation": ("Relation", 130),
+    "maml": ("MAML", 35),
+    "fomaml": ("FOMAML", 35),
+    "reptile": ("Reptile", 110),
 }
 
 # Repetitions: (warm-up, timed) for each kind of measurement, the adaptation's episodes
 # (evaluated, timed) and the training steps (None: those of TRAINERS). The smoke run checks that
-# every code path runs, quickly: one repetition, and Conv-4 and MAML on their smallest batch
-# only (a batch of 600 images or a meta-batch of 32 tasks takes seconds a step on 2 cores).
+# every code path runs, quickly: one repetition, the matrix products, Conv-4 and MAML on their
+# smallest size only (a batch of 600 images or a meta-batch of 32 tasks takes seconds a step on 2
+# cores, and a CPU without bf16 units multiplies two bf16 matrices of 2048 in seconds).
 FULL = dict(
     peak=(2, 5),
+    peak_sizes=PEAK_SIZES,
     conv4=(2, 5),
     maml_step=(1, 5),
     episodes=(100, 10),
@@ -98,6 +101,7 @@ FULL = dict(
 )
 SMOKE = dict(
     peak=(1, 1),
+    peak_sizes=PEAK_SIZES[:1],
     conv4=(1, 1),
     maml_step=(1, 1),
     episodes=(3, 2),
@@ -216,14 +220,14 @@ def section_peak(device: torch.device, reps: dict) -> list[dict]:
     rows = []
     for name, dtype in DTYPES.items():
         row: dict = {"dtype": name}
-        for n in PEAK_SIZES:
+        for n in reps["peak_sizes"]:
             g = torch.Generator(device=device).manual_seed(0)
             a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
             b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
             ms = time_ms(lambda: torch.mm(a, b), device, warmup, timed)
             row[f"ms_n{n}"] = ms
             row[f"gflops_n{n}"] = 2 * n**3 / ms / 1e6
-        best = max(PEAK_SIZES, key=lambda n: row[f"gflops_n{n}"])
+        best = max(reps["peak_sizes"], key=lambda n: row[f"gflops_n{n}"])
         rows.append(
             {
                 "dtype": name,
@@ -430,19 +434,22 @@ def _reptile_before(model: nn.Module, steps: int, lr: float, transductive: bool 
     return classify
 
 
-def _trained_model(name: str, build: Callable[[], nn.Module], S) -> tuple[nn.Module, dict, bool]:
-    """``build()`` on ``S.device`` with the weights of the book's run ``name`` when the cache
-    has it: ``(model, run, trained)``; ``run`` is ``{}`` without one (a run that cannot be read
-    is refused by ``load_run`` with a ``RuntimeError`` that says what to do)."""
+def _trained_model(name: str, S) -> tuple[nn.Module, dict, bool]:
+    """The registered method ``name``'s model on ``S.device`` with the weights of the book's run
+    when the cache has it: ``(model, choices, trained)``; without a run, untrained weights and
+    ``{}`` (a run that cannot be read is refused with a ``RuntimeError`` that says what to do).
+    ``choices`` are the test-time choices its chapter saved (``utils.registry.save_record``)."""
+    from utils.registry import METHODS, load_record
     from utils.train import load_run
 
-    run = load_run(name, S) or {}
+    method = METHODS[name]
+    run = load_run(method.run, S, method.config) or {}
     torch.manual_seed(0)  # the same untrained weights in every run, when there are no others
-    model = build().to(S.device)
+    model = method.build().to(S.device)
     trained = "model" in run
     if trained:
         model.load_state_dict(run["model"])
-    return model, run, trained
+    return model, load_record(method, S)["choices"], trained
 
 
 def _ms_per_episode(classify: Callable, episodes: list, device: torch.device) -> float:
@@ -459,10 +466,10 @@ def _ms_per_episode(classify: Callable, episodes: list, device: torch.device) ->
     return statistics.median(times)
 
 
-def _one_shot_steps(run: dict, default: int) -> int:
-    """The 5-way 1-shot test-time steps a chapter chose on validation and saved in its run
-    (``{"5-way 1-shot": steps, ...}``), or ``default`` for a run without them."""
-    return (run.get("test_steps") or {}).get("5-way 1-shot", default)
+def _one_shot_steps(choices: dict, default: int) -> int:
+    """The 5-way 1-shot test-time steps a chapter chose on validation and saved in its record,
+    or ``default`` when it saved none."""
+    return choices.get("test steps, 5-way 1-shot", default)
 
 
 def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
@@ -477,9 +484,9 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
     episodes = fixed_test_episodes(5, 1, n_episodes=n_eval)
     timed = [episodes[i] for i in range(min(n_eval, n_timed + 1))]  # +1: the warm-up episode
     cases = []
-    for name, label in (("maml", "MAML"), ("fomaml", "FOMAML")):
-        model, run, trained = _trained_model(name, M.maml_conv4, S)
-        steps = _one_shot_steps(run, 10)
+    for label in ("MAML", "FOMAML"):
+        model, choices, trained = _trained_model(label, S)
+        steps = _one_shot_steps(choices, 10)
         cases.append(
             (
                 label,
@@ -491,8 +498,8 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
                 M.classifier_maml(model, steps, MAML_LR),
             )
         )
-    model, run, trained = _trained_model("reptile", M.reptile_model, S)
-    steps, lr = _one_shot_steps(run, 20), 1e-2
+    model, choices, trained = _trained_model("Reptile", S)
+    steps, lr = _one_shot_steps(choices, 20), 1e-2
     # before: the model as the book had it then, its convolutions in the contiguous layout
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     for transductive in (True, False):
@@ -570,19 +577,22 @@ def temporary_cache():
 def section_training(device: torch.device, reps: dict) -> list[dict]:
     """Each quick-budget trainer for a few steps alone, then beside a busy process: ms per step
     of the training loop (``history.seconds``) and the slowdown."""
-    from utils import methods as M
+    import utils.methods  # noqa: F401  (the chapters' code registers every method)
     from utils.data import load_split
+    from utils.registry import METHODS
 
     load_split("train")  # loads Omniglot from the real cache and keeps it in memory for the runs
     rows = []
     with temporary_cache():
         S = _book_setup(device)
-        for name, (train, default_steps) in TRAINERS.items():
+        for name, (method, default_steps) in TRAINERS.items():
             n = reps["train_steps"] or default_steps
+            m = METHODS[method]
+            config = replace(m.config, steps=n)
             with quiet():
-                alone = train(M, S, n)[1].seconds
+                alone = m.train(S, config)[1].seconds
             with busy_process(), quiet():
-                beside = train(M, S, n)[1].seconds
+                beside = m.train(S, config)[1].seconds
             rows.append(
                 {
                     "method": name,
@@ -614,7 +624,9 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
                 _f(r["ms"], "{:.2f}"),
                 "",
                 "",
-                f"{r['gflops']:.1f} GFLOP/s (best of n={'/'.join(map(str, PEAK_SIZES))})",
+                f"{r['gflops']:.1f} GFLOP/s (best of n="
+                + "/".join(k[len("gflops_n") :] for k in r if k.startswith("gflops_n"))
+                + ")",
             )
         )
     for r in sections.get("conv4", []):

@@ -88,3 +88,19 @@ def real():
     if root is None and not (data.cache_dir() / data.CACHE_FILE).is_file():
         pytest.skip("the real Omniglot is not here: set OMNIGLOT_ROOT")
     return data.load_omniglot(root)
+
+
+def book_runs() -> dict:
+    """Every model the book trains, once each: ``{run: (train, config, build)}``, from the
+    registry of methods (methods that share a trained model share its run) and chapter 11's
+    prototypical network trained on Lake's background alphabets."""
+    import utils.methods as M
+    from utils.registry import METHODS
+
+    runs = {}
+    for m in METHODS.values():
+        if m.run is not None:
+            runs.setdefault(m.run, (m.train, m.config, m.build))
+    background = M.ProtoNetConfig(classes="background")
+    runs["protonet-background"] = (M.train_protonet, background, M.protonet_embedding)
+    return runs

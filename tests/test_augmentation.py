@@ -75,8 +75,9 @@ def test_dagan_trains_on_the_training_characters_only(monkeypatch):
             images(4 * 20).view(4, 20, 28, 28), ["a/1", "a/2", "b/1", "b/2"], list("aabb")
         )
 
-    monkeypatch.setattr(utils.data, "load_split", spy)
-    G, history = M.train_dagan(Setup("quick", torch.device("cpu"), 0), steps=2, batch=4)
+    monkeypatch.setattr(M, "load_split", spy)  # a name of utils.methods, hoisted
+    S = Setup("quick", torch.device("cpu"), 0)
+    G, history = M.train_dagan(S, M.DAGANConfig(steps=2, batch=4))
     assert asked == ["train"]
     assert len(history["generator loss"]) == 2
     assert all(torch.isfinite(torch.tensor(v)).all() for v in history.values())

@@ -235,7 +235,7 @@ def test_an_old_run_without_its_history_is_refused(runs):
         match=rf"{runs} holds weights but no history or seconds \(a run of an older "
         r"format\): delete it or set \$FEWSHOT_RETRAIN=1",
     ):
-        train_or_load("toy", CPU, lambda: None, lambda: torch.nn.Linear(2, 1))
+        train_or_load("toy", CPU, lambda S, c: None, None, lambda: torch.nn.Linear(2, 1))
 
 
 def test_weights_that_do_not_fit_the_model_are_refused(runs):
@@ -247,7 +247,7 @@ def test_weights_that_do_not_fit_the_model_are_refused(runs):
         match=rf"the weights in {runs} do not fit the model that build\(\) makes: "
         r"delete it or set \$FEWSHOT_RETRAIN=1",
     ):
-        train_or_load("toy", CPU, lambda: None, lambda: torch.nn.Linear(2, 1))
+        train_or_load("toy", CPU, lambda S, c: None, None, lambda: torch.nn.Linear(2, 1))
 
 
 def test_retraining_replaces_an_unreadable_run(runs, monkeypatch):
@@ -256,7 +256,8 @@ def test_retraining_replaces_an_unreadable_run(runs, monkeypatch):
     train_or_load(
         "toy",
         CPU,
-        lambda: (torch.nn.Linear(2, 1), History(loss=[1.0])),
+        lambda S, c: (torch.nn.Linear(2, 1), History(loss=[1.0])),
+        None,
         lambda: torch.nn.Linear(2, 1),
     )
     assert set(load_run("toy", CPU)) >= {"model", "history", "seconds"}

@@ -51,29 +51,23 @@ def test_smoke_run_writes_every_section_with_positive_times(tmp_path, capsys):
     assert "device:" in printed and "maml_step" in printed and str(out) in printed
 
 
-def test_seed_study_runs_the_comparison_up_to_its_training_loop():
-    cells = seeds.chapter_cells()
-    assert cells[-1].startswith(seeds.LAST_CELL)
-    assert sum(c.count(seeds.SEED_LINE) for c in cells) == 1
-    assert not any("google.colab" in c for c in cells), "the Colab cell is left out"
-    assert any("METHODS = {" in c for c in cells), "the registry is among the cells"
+def test_seed_study_measures_every_registered_method_per_seed(real, monkeypatch, tmp_path):
+    """``run_seed`` goes through the registry as chapter 11 does: here one method that learns
+    nothing, on the fixed 5-way 1-shot test episodes."""
+    from utils import methods as M
+    from utils import registry as R
+    from utils.data import load_split
+
+    load_split("test")  # the data set from the real cache, before the runs' cache is emptied
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    pixels = R.Method("pixels", "01", lambda model, S, setting, choices: M.pixel_nearest_neighbour)
+    monkeypatch.setattr(R, "METHODS", {"pixels": pixels})
+    found = seeds.run_seed(3)
+    assert list(found) == ["pixels"] and found["pixels"]["seconds"] == 0.0
+    assert len(found["pixels"]["per_episode"]) == 200  # the quick budget's test episodes
 
 
-def test_seed_study_refuses_a_chapter_without_its_anchors(tmp_path):
-    nb = tmp_path / "c.ipynb"
-    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["S = setup(seed=0)"]}]}))
-    with pytest.raises(RuntimeError, match="models, runs, results"):
-        seeds.chapter_cells(nb)
+def test_seed_study_refuses_bad_seeds():
     for bad in ("1,x", "-1"):
         with pytest.raises(SystemExit, match="--seeds"):
             seeds.main(["--seeds", bad])
-
-
-def test_seed_study_runs_cells_that_define_dataclasses(tmp_path):
-    """The chapter's registry is a dataclass: the cells run in a module, as in a kernel."""
-    cells = [
-        "from dataclasses import dataclass\nfrom utils.config import setup\nS = setup(seed=0)",
-        "@dataclass\nclass Method:\n    settings: tuple = ()\n\n\nMETHODS = {'a': Method(('x',))}",
-        "models, runs, results = {}, {}, {}\nMETHODS = {}",
-    ]
-    assert seeds.run_seed(3, cells) == {}

@@ -39,3 +39,30 @@ def test_seeding_makes_runs_repeatable():
 def test_cache_dir_follows_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c" and cache_dir().is_dir()
+
+
+def test_a_config_holds_both_budgets_and_resolves_one():
+    from dataclasses import dataclass, replace
+
+    from utils.config import Budget, Config
+
+    @dataclass(frozen=True)
+    class Toy(Config):
+        steps: int = Budget(quick=3, full=30)
+        lr: float = 0.1
+        name: str = "a"
+
+    quick, full = Toy().at("quick"), Toy().at("full")
+    assert (quick.steps, full.steps, quick.lr) == (3, 30, 0.1)
+    assert quick.at("full") == quick  # resolved values stay
+    assert quick.key() == Toy().at("quick").key() and len(quick.key()) == 8
+    assert replace(quick, steps=4).key() != quick.key()  # a changed value, a new key
+    assert replace(quick, name="b").key() != quick.key()
+    with pytest.raises(ValueError, match="unknown budget 'slow'"):
+        Toy().at("slow")
+    with pytest.raises(ValueError, match=r"Toy.steps = 0: a count must be at least 1"):
+        Toy(steps=0)
+    with pytest.raises(ValueError, match=r"Toy.steps = -2: a count must be at least 1"):
+        Toy(steps=Budget(quick=1, full=-2))
+    with pytest.raises(ValueError, match=r"Toy.lr = 0.0: a learning rate must be > 0"):
+        Toy(lr=0.0)

@@ -3,9 +3,10 @@
 The README promises the papers' quality on a GPU with ``FEWSHOT_BUDGET=full``, a run of hours
 that no test would otherwise start: a typo in a ``full`` setting (a shape that does not fit, a
 learning rate that blows up) would reach a reader first. So each trainer runs here with
-``setup(budget="full", device="cpu")`` and only its work count overridden (``steps``,
-``n_episodes`` or ``iterations``): the same episode shapes, batch sizes, inner loops and code
-path as the real run, for ``STEPS`` = 2 steps (the second one starts from updated weights).
+``setup(budget="full", device="cpu")`` and only its work count overridden (its config's
+``steps``): the same episode shapes, batch sizes, inner loops and code path as the real run, for
+``STEPS`` = 2 steps (the second one starts from updated weights). The trainers are the
+registry's (``tests/conftest.py``'s ``book_runs``): one per trained model of the book.
 For each one:
 
 * every metric its history records (the loss above all) is finite;
@@ -33,7 +34,7 @@ import ctypes
 import ctypes.util
 import math
 import time
-from typing import Callable, NamedTuple
+from dataclasses import replace
 
 import pytest
 import torch
@@ -43,88 +44,11 @@ from utils import train as T
 from utils.config import setup
 from utils.data import load_split
 
-
-class Method(NamedTuple):
-    run: str  # the run its chapter saves
-    train: Callable  # (S, steps) -> (model, history), full budget but for steps
-    build: Callable  # () -> model, as the chapter hands it to train_or_load
+from conftest import book_runs
 
 
 STEPS = 2
-
-
-METHODS = {
-    "transfer": Method(
-        "transfer-net",
-        lambda S, n: M.train_transfer(S, steps=n),
-        lambda: M.TransferNet(len(load_split("train"))),
-    ),
-    "siamese": Method("siamese", lambda S, n: M.train_siamese(S, steps=n), M.SiameseNet),
-    "matching": Method("matching", lambda S, n: M.train_matching(S, steps=n), M.MatchingNet),
-    "protonet": Method(
-        "protonet", lambda S, n: M.train_protonet(S, n_episodes=n), M.protonet_embedding
-    ),
-    "protonet-background": Method(
-        "protonet-background",
-        lambda S, n: M.train_protonet(
-            S, n_episodes=n, classes=load_split("background", rotations=True)
-        ),
-        M.protonet_embedding,
-    ),
-    "relation": Method(
-        "relation", lambda S, n: M.train_relation(S, n_episodes=n), M.RelationNetwork
-    ),
-    "maml": Method("maml", lambda S, n: M.train_maml(S, iterations=n), M.maml_conv4),
-    "fomaml": Method(
-        "fomaml", lambda S, n: M.train_maml(S, first_order=True, iterations=n), M.maml_conv4
-    ),
-    "reptile": Method(
-        "reptile", lambda S, n: M.train_reptile(S, k_shot=1, iterations=n), M.reptile_model
-    ),
-    "anil": Method(
-        "anil", lambda S, n: M.train_maml(S, adapt=M.anil_adapt, iterations=n), M.maml_conv4
-    ),
-    "protomaml": Method(
-        "protomaml",
-        lambda S, n: M.train_maml(S, adapt=M.protomaml_adapt, iterations=n),
-        M.maml_conv4,
-    ),
-    "protonet-affine": Method(
-        "protonet-affine",
-        lambda S, n: M.train_protonet(S, n_episodes=n, augment=M.affine_episode),
-        M.protonet_embedding,
-    ),
-    "dagan": Method("dagan", lambda S, n: M.train_dagan(S, steps=n), M.DAGANGenerator),
-    "hallucination": Method(
-        "hallucination",
-        lambda S, n: M.train_protonet(
-            S, n_episodes=n, build=M.HallucinatingProtoNet, loss=M.hallucination_loss
-        ),
-        M.HallucinatingProtoNet,
-    ),
-    # the sine experiments of chapters 7 and 8 (their chapters keep them in memory, not in runs)
-    "sine-maml": Method(
-        "sine-maml", lambda S, n: M.sine_train(S, maml=True, iterations=n), M.sine_mlp
-    ),
-    "sine-pretrain-ch7": Method(
-        "sine-pretrain-ch7", lambda S, n: M.sine_train(S, maml=False, iterations=n), M.sine_mlp
-    ),
-    "sine-reptile": Method(
-        "sine-reptile",
-        lambda S, n: M.train_reptile_sine(S, "reptile", iterations=n),
-        M.reptile_sine_mlp,
-    ),
-    "sine-fomaml": Method(
-        "sine-fomaml",
-        lambda S, n: M.train_reptile_sine(S, "fomaml", iterations=n),
-        M.reptile_sine_mlp,
-    ),
-    "sine-pretrain-ch8": Method(
-        "sine-pretrain-ch8",
-        lambda S, n: M.train_reptile_sine(S, "pretrain", iterations=n),
-        M.reptile_sine_mlp,
-    ),
-}
+RUNS = book_runs()  # run -> (train, config, build), every model the book trains
 
 
 # --- the memory of one step ---------------------------------------------------------------------
@@ -168,8 +92,8 @@ def _start_peak() -> int | None:
 
 def measuring_fit(fit, record: list):
     """``fit`` that times each ``step(batch)`` and measures its peak memory growth (MiB, or None)
-    into ``record``; the trainers import ``fit`` when called, so patching ``utils.train.fit``
-    reaches them without changing their code."""
+    into ``record``; patched into ``utils.train`` (for ``train_steps``) and ``utils.methods``
+    (for the trainers that call ``fit`` themselves), it reaches every trainer unchanged."""
 
     def wrapped(step, batches, desc="training", **options):
         def measured(batch):
@@ -219,18 +143,21 @@ def runs(real, tmp_path_factory, request):
 # --- the test ------------------------------------------------------------------------------------
 
 
-def _not_again():
+def _not_again(S, config):
     raise AssertionError("train_or_load trained again instead of loading the run it had just saved")
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", RUNS)
 def test_full_budget_trains_saves_and_loads(name, runs, monkeypatch, record_property):
-    method = METHODS[name]
+    train, config, build = RUNS[name]
+    config = replace(config, steps=STEPS)
     S = setup(seed=0, budget="full", device="cpu")
     record = []
-    monkeypatch.setattr(T, "fit", measuring_fit(T.fit, record))
+    measured = measuring_fit(T.fit, record)
+    monkeypatch.setattr(T, "fit", measured)
+    monkeypatch.setattr(M, "fit", measured)
 
-    model, history = T.train_or_load(method.run, S, lambda: method.train(S, STEPS), method.build)
+    model, history = T.train_or_load(name, S, train, config, build)
 
     assert len(record) == STEPS, f"{name}: {len(record)} steps were taken, not {STEPS}"
     assert any("loss" in key for key in history), f"{name} records no loss: {list(history)}"
@@ -242,23 +169,10 @@ def test_full_budget_trains_saves_and_loads(name, runs, monkeypatch, record_prop
     assert trained and all(
         torch.isfinite(v).all() for v in trained.values() if v.is_floating_point()
     )
-    assert T.run_path(method.run, S).is_file(), f"{name}: no run was saved"
-    loaded, loaded_history = T.train_or_load(method.run, S, _not_again, method.build)
+    assert T.run_path(name, S, config).is_file(), f"{name}: no run was saved"
+    loaded, loaded_history = T.train_or_load(name, S, _not_again, config, build)
     torch.testing.assert_close(loaded.state_dict(), trained, rtol=0, atol=0)
     assert dict(loaded_history) == dict(history) and loaded_history.seconds == history.seconds
-
-    if name == "transfer":  # chapter 2 also saves the backbone alone, which chapter 11 loads
-        T.save_run(
-            "transfer",
-            S,
-            model=model.backbone.state_dict(),
-            history=dict(history),
-            seconds=history.seconds,
-        )
-        backbone, _ = T.train_or_load("transfer", S, _not_again, M.build_transfer_backbone)
-        torch.testing.assert_close(
-            backbone.state_dict(), model.backbone.state_dict(), rtol=0, atol=0
-        )
 
     seconds = record[-1][0]  # the last step: the first one also pays for one-time set-up
     peaks = [mib for _, mib in record if mib is not None]

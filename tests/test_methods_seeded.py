@@ -2,35 +2,23 @@
 alone, not on what drew random numbers before it. The comparison chapter, run alone, trains
 with these functions and must get the very models the chapters get (and save in the cache)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from utils import methods as M
 from utils.config import Setup
-from utils.data import load_split
+
+from conftest import book_runs
 
 S = Setup("quick", torch.device("cpu"), 0)
+RUNS = book_runs()  # run -> (train, config, build): each trainer of the book, once
 
-TINY = {  # each trainer for two updates: enough to show that the same start gives the same end
-    "transfer": lambda: M.train_transfer(S, steps=2)[0],
-    "siamese": lambda: M.train_siamese(S, steps=2)[0],
-    "matching": lambda: M.train_matching(S, steps=2)[0],
-    "protonet": lambda: M.train_protonet(S, n_episodes=2)[0],
-    "protonet-background": lambda: M.train_protonet(  # chapter 11's Lake protocol
-        S, n_episodes=2, classes=load_split("background", rotations=True)
-    )[0],
-    "relation": lambda: M.train_relation(S, n_episodes=2)[0],
-    "maml": lambda: M.train_maml(S, iterations=2)[0],
-    "fomaml": lambda: M.train_maml(S, first_order=True, iterations=2)[0],
-    "reptile": lambda: M.train_reptile(S, iterations=2)[0],
-    "anil": lambda: M.train_maml(S, adapt=M.anil_adapt, iterations=2)[0],
-    "protomaml": lambda: M.train_maml(S, adapt=M.protomaml_adapt, iterations=2)[0],
-    "protonet-affine": lambda: M.train_protonet(S, n_episodes=2, augment=M.affine_episode)[0],
-    "dagan": lambda: M.train_dagan(S, steps=2)[0],
-    "hallucination": lambda: M.train_protonet(
-        S, n_episodes=2, build=M.HallucinatingProtoNet, loss=M.hallucination_loss
-    )[0],
-}
+
+def tiny(name):
+    """The run's trainer for two updates: enough to show that the same start gives the same end."""
+    train, config, _ = RUNS[name]
+    return train(S, replace(config, steps=2))[0]
 
 
 @pytest.fixture
@@ -45,13 +33,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", RUNS)
 def test_training_ignores_the_global_random_state(name, real, one_thread):
     weights = []
     for earlier_seed in (1, 2):
         torch.manual_seed(earlier_seed)  # as if other cells had drawn random numbers before
         torch.rand(7)
-        weights.append(TINY[name]().state_dict())
+        weights.append(tiny(name).state_dict())
     first, second = weights
     assert first.keys() == second.keys()
     for key in first:

@@ -2,12 +2,13 @@
 the generated methods module, and the two lists of pinned packages."""
 
 import json
+import math
 import re
 from pathlib import Path
 
 import pytest
 
-from utils import collect
+from tools import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
@@ -63,27 +64,38 @@ def test_the_colab_cell_pins_this_release():
 
 def test_methods_module_is_current():
     assert (ROOT / "utils" / "methods.py").read_text() == collect.render(), (
-        "utils/methods.py is stale: run `make methods` (python -m utils.collect)"
+        "utils/methods.py is stale: run `make methods` (python -m tools.collect)"
     )
 
 
-def test_saved_cells_are_the_marked_ones(tmp_path):
-    nb = {
-        "cells": [
-            {"cell_type": "code", "source": ["#@save\n", "def f():\n", "    return 1\n"]},
-            {"cell_type": "code", "source": "x = f()"},
-            {"cell_type": "markdown", "source": "#@save is only a mark in code"},
-            {"cell_type": "code", "source": "#@save\nclass A:\n    pass"},
-        ]
-    }
-    path = tmp_path / "99_x.ipynb"
-    path.write_text(json.dumps(nb))
-    assert collect.saved_cells(path) == ["def f():\n    return 1", "class A:\n    pass"]
-    text = collect.render(tmp_path)
-    assert "from chapters/99_x.ipynb" in text and "x = f()" not in text
+def test_saved_definitions_are_the_marked_ones_with_their_imports_hoisted(tmp_path):
+    cells = [
+        "import math\nimport os\n\n\n# @save\ndef f():\n    return math.pi\n\n\n"
+        "def g():  # not saved\n    return 2",
+        "x = f()",
+        "#@save is only a mark in code",
+        "from collections import OrderedDict\n\n\nclass A:  #@save\n    d = OrderedDict()",
+        "from utils.methods import f  # the module itself: never imported by it",
+    ]
+    nb = {"cells": [{"cell_type": "code", "source": c} for c in cells]}
+    nb["cells"][2]["cell_type"] = "markdown"
+    folder = tmp_path / "chapters"
+    folder.mkdir()
+    (folder / "99_x.ipynb").write_text(json.dumps(nb))
+    assert collect.saved_definitions(cells[0]) == ["def f():\n    return math.pi"]
+    assert collect.saved_definitions(cells[3]) == ["class A:\n    d = OrderedDict()"]
+    text = collect.render(folder)
+    assert "from chapters/99_x.ipynb" in text and "x = f()" not in text and "def g" not in text
+    assert text.index("import math") < text.index("def f") and "import os" not in text
+    assert "from collections import OrderedDict" in text and "utils.methods" not in text
     namespace = {}
     exec(text, namespace)
-    assert namespace["f"]() == 1
+    assert namespace["f"]() == math.pi and "d" in vars(namespace["A"])
+
+
+def test_a_mark_that_marks_nothing_is_refused():
+    with pytest.raises(ValueError, match="marks no top-level statement"):
+        collect.saved_definitions("def f():\n    # @save\n    return 1")
 
 
 def pins(text, pattern):

@@ -68,11 +68,71 @@ def test_train_or_load_trains_once(tmp_path, monkeypatch, capsys):
         history = fit(lambda b: {"loss": b}, [1.0, 0.5], desc="toy")
         return model, history
 
-    first, h1 = train_or_load("lin", s, train, lambda: torch.nn.Linear(2, 1))
-    second, h2 = train_or_load("lin", s, train, lambda: torch.nn.Linear(2, 1))
+    first, h1 = train_or_load("lin", s, lambda S, c: train(), None, lambda: torch.nn.Linear(2, 1))
+    second, h2 = train_or_load("lin", s, lambda S, c: train(), None, lambda: torch.nn.Linear(2, 1))
     assert len(calls) == 1 and torch.equal(second.weight, first.weight)
     assert h2["loss"] == [1.0, 0.5] and h2.seconds == h1.seconds
     assert "loaded the model trained before" in capsys.readouterr().out
     monkeypatch.setenv("FEWSHOT_RETRAIN", "1")
-    train_or_load("lin", s, train, lambda: torch.nn.Linear(2, 1))
+    train_or_load("lin", s, lambda S, c: train(), None, lambda: torch.nn.Linear(2, 1))
     assert len(calls) == 2
+
+
+def _toy_config():
+    from dataclasses import dataclass
+
+    from utils.config import Budget, Config
+
+    @dataclass(frozen=True)
+    class Toy(Config):
+        steps: int = Budget(quick=2, full=20)
+        scale: float = 3.0
+
+    return Toy
+
+
+def test_a_changed_setting_trains_anew_and_the_run_keeps_its_config(tmp_path, monkeypatch):
+    from dataclasses import asdict, replace
+
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    monkeypatch.delenv("FEWSHOT_RETRAIN", raising=False)
+    s = Setup("quick", torch.device("cpu"), 0)
+    Toy, calls = _toy_config(), []
+
+    def train(S, config):
+        c = config.at(S.budget)
+        calls.append(c)
+        model = torch.nn.Linear(1, 1)
+        torch.nn.init.constant_(model.weight, c.scale)
+        return model, fit(lambda b: {"loss": b}, [1.0] * c.steps, desc="toy")
+
+    build = lambda: torch.nn.Linear(1, 1)  # noqa: E731
+    first, _ = train_or_load("toy", s, train, Toy(), build)
+    again, _ = train_or_load("toy", s, train, Toy(), build)  # the same settings: loaded
+    assert len(calls) == 1 and torch.equal(again.weight, first.weight)
+    changed, _ = train_or_load("toy", s, train, replace(Toy(), scale=5.0), build)
+    assert len(calls) == 2 and changed.weight.item() == 5.0  # a changed setting: trained anew
+    assert load_run("toy", s, Toy())["config"] == asdict(Toy().at("quick"))
+    assert load_run("toy", s, replace(Toy(), scale=5.0))["config"]["scale"] == 5.0
+
+
+def test_train_steps_seeds_builds_and_steps_on_the_loss(capsys):
+    from utils.train import train_steps
+
+    s = Setup("quick", torch.device("cpu"), 4)
+    batches = [(torch.ones(4, 1), torch.full((4, 1), 2.0))] * 25
+
+    def loss(model, batch):
+        x, y = batch
+        error = (model(x) - y).pow(2).mean()
+        return error, (error < 0.01).float()
+
+    build = lambda: torch.nn.Linear(1, 1)  # noqa: E731
+    torch.manual_seed(123)  # whatever was drawn before, the same start
+    model, history = train_steps(s, build, loss, batches, lr=0.1, desc="toy")
+    assert list(history) == ["loss", "accuracy"] and len(history["loss"]) == 25
+    assert history["loss"][-1] < history["loss"][0] and not model.training
+    start, _ = train_steps(s, build, loss, [], lr=0.1)  # no steps: the initial weights
+    torch.manual_seed(4)
+    assert torch.equal(start.weight, build().weight)  # seeded with S.seed
+    assert not torch.equal(start.weight, model.weight)

@@ -1,9 +1,8 @@
-"""Chapter 2's helpers for the chapters that reuse its pretraining: the backbone alone, and the
-centre SimpleShot subtracts."""
+"""Chapter 2's helpers for the chapters that reuse its pretraining: the centre SimpleShot
+subtracts, the loss of the pretraining, and the choice of fine-tuning on validation episodes."""
 
 import torch
 
-import utils.data
 from utils import methods as M
 from utils.config import Setup
 from utils.data import ClassSet
@@ -13,18 +12,21 @@ def test_transfer_centre_is_the_mean_training_feature(monkeypatch):
     g = torch.Generator().manual_seed(0)
     images = torch.rand(6, 20, 28, 28, generator=g)
     fake = ClassSet(images, [f"a/{i}" for i in range(6)], ["a"] * 6)
-    monkeypatch.setattr(utils.data, "load_split", lambda split, *a, **k: fake)
+    monkeypatch.setattr(M, "load_split", lambda split, *a, **k: fake)
     torch.manual_seed(0)
-    backbone = M.build_transfer_backbone()
+    backbone = M.TransferNet(6).backbone
     expected = M.transfer_features(backbone, images[:, 0].unsqueeze(1)).mean(0)
     torch.testing.assert_close(M.transfer_centre(backbone), expected)
 
 
-def test_train_transfer_backbone_keeps_the_backbone(monkeypatch):
-    net = M.TransferNet(7)
-    monkeypatch.setattr(M, "train_transfer", lambda S: (net, {"loss": [1.0]}))
-    backbone, history = M.train_transfer_backbone(Setup("quick", torch.device("cpu"), 0))
-    assert backbone is net.backbone and history == {"loss": [1.0]}
+def test_transfer_loss_is_the_cross_entropy_of_the_head_with_its_accuracy():
+    torch.manual_seed(0)
+    net = M.TransferNet(3)
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 0])
+    loss, accuracy = M.transfer_loss(net, (x, y))
+    logits = net(x)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, y))
+    assert float(accuracy) == (logits.argmax(1) == y).float().mean().item()
 
 
 def test_choose_finetuning_takes_the_fewest_steps_within_the_best_interval():
@@ -41,11 +43,9 @@ def test_finetune_curve_uses_validation_episodes_at_the_recorded_steps(monkeypat
     g = torch.Generator().manual_seed(0)
     fake = ClassSet(torch.rand(6, 20, 28, 28, generator=g), [f"a/{i}" for i in range(6)], ["a"] * 6)
     splits = []
-    monkeypatch.setattr(
-        utils.data, "load_split", lambda split, *a, **k: splits.append(split) or fake
-    )
+    monkeypatch.setattr(M, "load_split", lambda split, *a, **k: splits.append(split) or fake)
     torch.manual_seed(0)
-    backbone = M.build_transfer_backbone()
+    backbone = M.TransferNet(6).backbone
     curve = M.finetune_curve(
         backbone, Setup("quick", torch.device("cpu"), 0), lrs=(1e-3,), at=(0, 2)
     )

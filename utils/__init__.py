@@ -2,12 +2,13 @@
 
 One module per job, imported by the chapters:
 
-- :mod:`utils.config`   budgets (``quick``/``full``), device, seeds, the cache folder
+- :mod:`utils.config`   budgets (``quick``/``full``), device, seeds, the cache folder, configs
 - :mod:`utils.data`     Omniglot: finding, loading, caching, splits
 - :mod:`utils.episodes` N-way K-shot episodes and the fixed test episodes
 - :mod:`utils.evaluate` accuracy with a 95 % confidence interval
 - :mod:`utils.models`   the Conv-4 backbone of the papers
-- :mod:`utils.train`    a training loop with a progress bar, and saved runs
+- :mod:`utils.train`    the training loop, and runs saved by name, budget, seed and config
+- :mod:`utils.registry` the methods, as their chapters register them, and what they measured
 - :mod:`utils.plots`    pictures of episodes and training curves
 
 The idea that a chapter teaches is written in the chapter, not here.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -132,3 +135,56 @@ def setup(seed: int = 0, budget: str | None = None, device: str | None = None) -
     s = Setup(budget, dev, seed)
     print(s)
     return s
+
+
+class Budget(NamedTuple):
+    """A setting's value at each budget, side by side: ``steps: int = Budget(quick=600,
+    full=20_000)`` in a :class:`Config`."""
+
+    quick: Any
+    full: Any
+
+
+@dataclass(frozen=True)
+class Config:
+    """The base of every method's settings: a frozen dataclass per method, written in its
+    chapter, whose fields hold a plain value or a :class:`Budget` of a quick and a full value.
+
+    ``config.at(budget)`` gives the values of one budget; ``config.key()`` names them (a
+    hash), and the runs of the book's cache are keyed by it: change a setting and the method
+    trains anew instead of loading a model trained with the old one. A count (an ``int``
+    field) below 1 or a learning rate (a field whose name ends in ``lr``) at or below 0 is
+    refused with a ``ValueError`` that names it.
+    """
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            for v in value if isinstance(value, Budget) else (value,):
+                if isinstance(v, bool):
+                    continue
+                if isinstance(v, int) and v < 1:
+                    raise ValueError(
+                        f"{type(self).__name__}.{f.name} = {v!r}: a count must be at least 1"
+                    )
+                if f.name.endswith("lr") and isinstance(v, (int, float)) and not v > 0:
+                    raise ValueError(
+                        f"{type(self).__name__}.{f.name} = {v!r}: a learning rate must be > 0"
+                    )
+
+    def at(self, budget: str) -> "Config":
+        """The settings of ``budget`` (``"quick"`` or ``"full"``): every :class:`Budget` field
+        replaced by its value there."""
+        if budget not in BUDGETS:
+            raise ValueError(f"unknown budget {budget!r}: allowed are {', '.join(BUDGETS)}")
+        chosen = {
+            f.name: getattr(getattr(self, f.name), budget)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), Budget)
+        }
+        return replace(self, **chosen)
+
+    def key(self) -> str:
+        """Eight hex digits that change whenever the class or any value of the settings does."""
+        text = json.dumps([type(self).__name__, asdict(self)], sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from dataclasses import asdict
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Setup, cache_dir
+from .config import Config, Setup, cache_dir
 
 
 class History(dict):
@@ -56,9 +57,58 @@ def fit(
     return history
 
 
-def run_path(name: str, setup: Setup) -> "os.PathLike":
-    """Where the run ``name`` of this budget and seed lives in the cache."""
-    return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}.pt"
+def _to(batch, device):
+    """``batch`` on ``device``: an episode (anything with ``.to``), or a list or tuple of them."""
+    if isinstance(batch, (list, tuple)) and not hasattr(batch, "to"):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch.to(device)
+
+
+def train_steps(
+    setup: Setup,
+    build: Callable[[], torch.nn.Module],
+    loss: Callable[[torch.nn.Module, Any], tuple],
+    batches: Iterable,
+    lr: float,
+    schedule: Callable | None = None,
+    desc: str = "training",
+    threads: int | None = None,
+) -> tuple[torch.nn.Module, History]:
+    """The book's training loop, shared by every method trained by gradient descent on a loss.
+
+    Seeds PyTorch with ``setup.seed`` and builds the model (``build()``, on ``setup.device``),
+    then for every batch (an episode, a list of episodes, or a batch of images and labels) one
+    Adam step of size ``lr`` on ``loss(model, batch)``, which returns ``(loss, accuracy)``;
+    ``schedule(optimizer)`` makes a learning-rate scheduler, stepped after every step. A
+    progress bar shows both metrics, and :func:`fit`'s history records them. Returns the model,
+    in evaluation mode, and the history.
+    """
+    torch.manual_seed(setup.seed)  # the same initial weights, whoever calls
+    model = build().to(setup.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr)
+    scheduler = schedule(optimizer) if schedule is not None else None
+
+    def step(batch):
+        value, accuracy = loss(model, _to(batch, setup.device))
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return {"loss": value.item(), "accuracy": float(accuracy)}
+
+    model.train()
+    history = fit(step, batches, desc, threads=threads)
+    model.eval()
+    return model, history
+
+
+def run_path(name: str, setup: Setup, config: Config | None = None) -> "os.PathLike":
+    """Where the run ``name`` of this budget, seed and ``config`` lives in the cache: the key of
+    the config's values at this budget is part of the file's name, so that a changed setting
+    finds no run and trains anew."""
+    key = "" if config is None else f"-{config.at(setup.budget).key()}"
+    return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}{key}.pt"
 
 
 RETRAIN_VAR = "FEWSHOT_RETRAIN"
@@ -92,19 +142,22 @@ def _numpy_globals() -> list:
 REDO = f"delete it or set ${RETRAIN_VAR}=1 to train again"  # what to do with a run that is refused
 
 
-def save_run(name: str, setup: Setup, **contents) -> None:
-    """Save a run (weights, history, results, ...) for later chapters to reuse; what an
-    earlier call saved under other keys is kept, and NumPy arrays are stored as lists.
+def save_run(name: str, setup: Setup, config: Config | None = None, **contents) -> None:
+    """Save a run (weights, history, results, ...) of ``config`` for later chapters to reuse,
+    with the config's values; what an earlier call saved under other keys is kept, and NumPy
+    arrays are stored as lists.
 
     The file is written whole or not at all (a temporary file, then ``os.replace``): a save
     that is interrupted keeps the previous file, and of two processes saving the same run,
     the last one's file is the run. With ``$FEWSHOT_RETRAIN=1`` a previous file that cannot
     be read is replaced rather than refused.
     """
-    path = run_path(name, setup)
+    path = run_path(name, setup, config)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        contents["config"] = asdict(config.at(setup.budget))
     try:
-        run = load_run(name, setup) or {}
+        run = load_run(name, setup, config) or {}
     except RuntimeError:
         if os.environ.get(RETRAIN_VAR) != "1":
             raise
@@ -124,15 +177,15 @@ def save_run(name: str, setup: Setup, **contents) -> None:
         raise
 
 
-def load_run(name: str, setup: Setup) -> dict | None:
-    """The run saved by :func:`save_run` with this budget and seed, or ``None``.
+def load_run(name: str, setup: Setup, config: Config | None = None) -> dict | None:
+    """The run saved by :func:`save_run` with this budget, seed and config, or ``None``.
 
     It is read safely (``weights_only=True``: tensors, numbers, strings, lists and dicts, and
     the NumPy arrays of older runs, as lists) onto ``setup.device``, wherever it was trained.
     A file that is corrupt, holds anything else, or holds another budget or seed is refused
     with a ``RuntimeError`` that names it and says what to do.
     """
-    path = run_path(name, setup)
+    path = run_path(name, setup, config)
     if not path.is_file():
         return None
     try:
@@ -165,15 +218,20 @@ def load_run(name: str, setup: Setup) -> dict | None:
 
 
 def train_or_load(
-    name: str, setup: Setup, train: Callable[[], tuple], build: Callable[[], torch.nn.Module]
+    name: str,
+    setup: Setup,
+    train: Callable[[Setup, Config], tuple],
+    config: Config,
+    build: Callable[[], torch.nn.Module],
 ):
-    """``train()`` (which returns ``(model, history)``) and save the weights and history as
-    run ``name``; or, when this budget and seed were trained before, ``build()`` the model and
-    load them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved run
-    whose weights do not fit ``build()``'s model, or that lacks its history, is refused with a
-    ``RuntimeError`` that says what to do. Returns ``(model, history)``."""
-    path = run_path(name, setup)
-    run = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(name, setup)
+    """``train(setup, config)`` (which returns ``(model, history)``) and save the weights, the
+    history and the config as run ``name``; or, when this budget, seed and config were trained
+    before, ``build()`` the model and load them instead, onto ``setup.device``.
+    ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved run whose weights do not fit ``build()``'s
+    model, or that lacks its history, is refused with a ``RuntimeError`` that says what to do.
+    Returns ``(model, history)``."""
+    path = run_path(name, setup, config)
+    run = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(name, setup, config)
     if run is not None and "model" in run:
         missing = [key for key in ("history", "seconds") if key not in run]
         if missing:
@@ -188,6 +246,7 @@ def train_or_load(
             raise RuntimeError(
                 f"the weights in {path} do not fit the model that build() makes: {REDO}\n{err}"
             ) from err
+        model.eval()
         history = History(run["history"])
         history.seconds = run["seconds"]
         print(
@@ -196,6 +255,13 @@ def train_or_load(
             "train again"
         )
         return model, history
-    model, history = train()
-    save_run(name, setup, model=model.state_dict(), history=dict(history), seconds=history.seconds)
+    model, history = train(setup, config)
+    save_run(
+        name,
+        setup,
+        config,
+        model=model.state_dict(),
+        history=dict(history),
+        seconds=history.seconds,
+    )
     return model, history

@@ -1,0 +1,131 @@
+"""The book's methods, each registered by the chapter that teaches it, and what they saved.
+
+A chapter that defines a method registers it, in a ``#@save`` cell beside its code, as a
+:class:`Method`: its trainer and settings, how to turn a trained model into a classifier, the
+settings it is tested on and its paper's numbers. The comparison chapter and the tests
+iterate :data:`METHODS`; nothing outside a method's chapter describes it again.
+
+Contracts (``CONTRIBUTING.md``): ``train(S, config) -> (model, history)``;
+``classifier(model, S, setting, choices) -> classify(support, support_labels, query)``, where
+``choices`` holds the test-time choices the chapter made on validation episodes (test-time
+steps, copies, ...) and :func:`chosen` makes a missing one the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .config import Config, Setup
+from .episodes import fixed_test_episodes
+from .evaluate import SETTINGS, Accuracy, evaluate
+from .train import load_run, save_run, train_or_load
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method of the book, as its chapter registers it.
+
+    ``run``, ``config``, ``train`` and ``build`` name the trained model (all ``None`` for a
+    method that learns nothing); methods that share one trained model (the classifiers on
+    chapter 2's backbone) name the same run and config. ``paper`` holds the published
+    accuracies, from the paper ``cite`` (its bibliography key) at ``source`` (its table)."""
+
+    name: str
+    chapter: str
+    classifier: Callable  # (model, S, setting, choices) -> classify
+    run: str | None = None
+    config: Config | None = None
+    train: Callable | None = None  # (S, config) -> (model, history)
+    build: Callable | None = None  # () -> a model that the run's weights load into
+    settings: tuple = tuple(SETTINGS)
+    transductive: bool = False  # scores each query with the statistics of the other queries
+    paper: dict = field(default_factory=dict)  # {setting: accuracy in %}, as published
+    cite: str = ""  # the paper's key in book/references.bib
+    source: str = ""  # where in the paper: "Snell et al. 2017, Table 1"
+
+    def __post_init__(self):
+        unknown = [s for s in self.settings if s not in SETTINGS]
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown settings {unknown}: allowed are {', '.join(SETTINGS)}"
+            )
+        parts = (self.run, self.config, self.train, self.build)
+        if any(p is None for p in parts) and any(p is not None for p in parts):
+            raise ValueError(f"{self.name}: run, config, train and build go together (all or none)")
+
+
+METHODS: dict[str, Method] = {}  # name -> method, in the order the chapters register them
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS` (again under its name, when a cell runs twice)."""
+    METHODS[method.name] = method
+    return method
+
+
+def trained(method: Method, setup: Setup):
+    """``(model, history)`` of ``method``: loaded from the book's cache, or trained there now
+    with its chapter's code and settings; ``(None, None)`` for a method that learns nothing."""
+    if method.run is None:
+        return None, None
+    return train_or_load(method.run, setup, method.train, method.config, method.build)
+
+
+def _record(method: Method | str) -> tuple[str, Config | None]:
+    """The run name and config under which ``method``'s record is kept."""
+    m = METHODS[method] if isinstance(method, str) else method
+    return "record-" + re.sub(r"[^a-z0-9]+", "-", m.name.lower()).strip("-"), m.config
+
+
+def save_record(
+    method: Method | str, setup: Setup, results: dict, choices: dict | None = None
+) -> None:
+    """Save what the chapter of ``method`` (a :class:`Method` or its registered name)
+    measured: its ``results`` (``{setting: Accuracy}`` on the fixed test episodes) and its
+    test-time ``choices`` (``{name: value}``, made on validation episodes), keyed, like its run,
+    by budget, seed and config."""
+    name, config = _record(method)
+    per_episode = {s: a.per_episode for s, a in results.items()}
+    save_run(name, setup, config, results=per_episode, choices=choices or {})
+
+
+def load_record(method: Method | str, setup: Setup) -> dict:
+    """What :func:`save_record` saved for ``method`` with this budget, seed and config:
+    ``{"results": {setting: Accuracy}, "choices": {...}}``, empty when nothing was saved."""
+    name, config = _record(method)
+    run = load_run(name, setup, config) or {}
+    results = {s: Accuracy(np.asarray(r)) for s, r in run.get("results", {}).items()}
+    return {"results": results, "choices": run.get("choices", {})}
+
+
+def measure(method: Method, setup: Setup, n_episodes: int, settings=None):
+    """All that the comparison needs of ``method``, whichever chapters ran before: its trained
+    model and history (:func:`trained`), its test-time choices and its accuracy on the fixed
+    test episodes of each setting (default: ``method.settings``), as its chapter saved them,
+    else measured now on ``n_episodes`` episodes (a missing choice made now as its chapter
+    makes it). Returns ``(model, history, choices, {setting: Accuracy})``."""
+    model, history = trained(method, setup)
+    record = load_record(method, setup)
+    results = {}
+    for s in settings or method.settings:
+        if s not in record["results"]:
+            n_way, k_shot = SETTINGS[s]
+            classify = method.classifier(model, setup, s, record["choices"])
+            episodes = fixed_test_episodes(n_way, k_shot, n_episodes=n_episodes)
+            record["results"][s] = evaluate(
+                classify, episodes, setup.device, desc=f"{method.name}, {s}"
+            )
+        results[s] = record["results"][s]
+    return model, history, record["choices"], results
+
+
+def chosen(choices: dict, key: str, choose: Callable):
+    """``choices[key]``, the test-time choice a chapter made and saved; when it is missing (the
+    chapter has not run with this cache), ``choose()`` makes it now and it is kept there."""
+    if key not in choices:
+        choices[key] = choose()
+    return choices[key]
