@@ -138,8 +138,9 @@ def transfer_normalise(features, mean=None):
 
 
 def classifier_transfer_ncm(backbone, mean=None, l2: bool = False):
-    """Nearest class mean on frozen features; ``mean`` centres them (SimpleShot uses the
-    training images' mean feature), ``l2`` normalises them. Returns ``classify``."""
+    """Nearest class mean on frozen features: with ``l2`` or a ``mean`` they are first
+    centred on ``mean`` (when given; SimpleShot uses the training images' mean feature) and
+    scaled to length 1 (:func:`transfer_normalise`). Returns ``classify``."""
 
     @torch.no_grad()
     def classify(support, support_labels, query):
