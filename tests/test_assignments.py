@@ -3,15 +3,18 @@ solutions) get full marks, the student versions, handed in untouched, get zero o
 graded test and fail only with the stubs' NotImplementedError, and a plausible wrong answer,
 named below, loses the points of the part it breaks and no others.
 
-One generate and one autograde run for the whole module: the sources, the student versions and
-the wrong answers, 27 notebooks executed, a few minutes on two CPU cores. The small study (09)
+One generate and one autograde run for the whole module, in two halves side by side: the
+sources, the student versions and the wrong answers, 27 notebooks executed, a few minutes on two
+CPU cores. The small study (09)
 trains a network; here it runs the same cells with FEWSHOT_ASSIGNMENT_TRAIN_EPISODES and
 FEWSHOT_ASSIGNMENT_TEST_EPISODES set small, in seconds.
 """
 
+import csv
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -212,30 +215,48 @@ def test_the_assignments_are_there():
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """Generate the student versions, then autograde the sources as student "instructor", the
-    untouched student versions as student "blank" and the wrong answers as student "wrong"."""
+    untouched student versions as student "blank" and the wrong answers as student "wrong".
+
+    The assignments are graded in two halves at once, each by ``classroom.py autograde`` in a
+    process and a working folder of its own: the kernels run on one thread each, so the two
+    CPU cores of CI grade in about half the time. Returns ``({assignment: its working folder},
+    {(student, assignment): row of the score table})``."""
     tmp = tmp_path_factory.mktemp("classroom")
-    work, subs = tmp / "work", tmp / "submissions"
     names = [n for n in NAMES if n not in NEEDS_OMNIGLOT or have_omniglot()]
-    release = classroom.generate(work, names, quiet=True)
-    for name in names:
-        for student, src in (("instructor", SOURCE), ("blank", release)):
-            (subs / student / name).mkdir(parents=True)
-            shutil.copy(src / name / f"{name}.ipynb", subs / student / name)
-        if name in WRONG:
+    env = dict(os.environ, **SMALL_RUN)
+    if not os.environ.get("OMNIGLOT_ROOT") and shared_omniglot() is not None:
+        env["OMNIGLOT_ROOT"] = str(shared_omniglot())
+    work_of, runs = {}, []
+    for half, group in enumerate((names[0::2], names[1::2])):
+        work, subs = tmp / f"work{half}", tmp / f"submissions{half}"
+        release = classroom.generate(work, group, quiet=True)
+        for name in group:
+            work_of[name] = work
+            for student, src in (("instructor", SOURCE), ("blank", release)):
+                (subs / student / name).mkdir(parents=True)
+                shutil.copy(src / name / f"{name}.ipynb", subs / student / name)
             (subs / "wrong" / name).mkdir(parents=True)
             text = json.dumps(with_wrong_answer(name), indent=1, ensure_ascii=False)
             (subs / "wrong" / name / f"{name}.ipynb").write_text(text)
-    with pytest.MonkeyPatch.context() as mp:
-        for var, value in SMALL_RUN.items():
-            mp.setenv(var, value)
-        if not os.environ.get("OMNIGLOT_ROOT") and shared_omniglot() is not None:
-            mp.setenv("OMNIGLOT_ROOT", str(shared_omniglot()))
-        rows = classroom.autograde(subs, work, quiet=True)
-    return work, {(r["student"], r["assignment"]): r for r in rows}
+        command = [sys.executable, str(ROOT / "assignments" / "classroom.py"), "autograde"]
+        command += [str(subs), "--work", str(work)]
+        log = open(tmp / f"autograde{half}.log", "w")
+        runs.append((subprocess.Popen(command, env=env, stdout=log, stderr=log), log, work))
+    rows = {}
+    for process, log, work in runs:
+        code = process.wait(timeout=1800)
+        log.close()
+        assert code == 0, Path(log.name).read_text()[-3000:]
+        with open(work / "grades.csv") as f:
+            for r in csv.DictReader(f):
+                for k in ("score", "max_score", "manual_pending"):
+                    r[k] = float(r[k])
+                rows[r["student"], r["assignment"]] = r
+    return work_of, rows
 
 
 def row(graded, student, name):
-    work, rows = graded
+    _, rows = graded
     if (student, name) not in rows:
         pytest.skip(f"{name} needs Omniglot: set OMNIGLOT_ROOT")
     return rows[student, name]
@@ -257,11 +278,11 @@ def errors(nb):
 
 
 def test_release_has_no_solutions_and_no_hidden_tests(graded):
-    work, _ = graded
+    work_of, _ = graded
     for name in NAMES:
-        path = work / "release" / name / f"{name}.ipynb"
-        if not path.is_file():
+        if name not in work_of:
             continue  # not generated without Omniglot
+        path = work_of[name] / "release" / name / f"{name}.ipynb"
         text = path.read_text()
         source = (SOURCE / name / f"{name}.ipynb").read_text()
         assert "BEGIN SOLUTION" in source and "BEGIN HIDDEN TESTS" in source, name
@@ -280,7 +301,7 @@ def test_source_notebook_gets_full_marks(graded, name):
     # the written answers wait for the instructor; every autograded point is there
     assert r["manual_pending"] == sum(written.values())
     assert r["score"] == r["max_score"] - r["manual_pending"], r
-    assert errors(autograded(graded[0], "instructor", name)) == []
+    assert errors(autograded(graded[0][name], "instructor", name)) == []
 
 
 def test_small_study_ran_small_and_graded_by_hand_gets_full_marks(graded):
@@ -290,7 +311,7 @@ def test_small_study_ran_small_and_graded_by_hand_gets_full_marks(graded):
 
     name = "09_small_study"
     r = row(graded, "instructor", name)
-    work, _ = graded
+    work = graded[0][name]
     out = "".join(
         "".join(o.get("text", ""))
         for c, m in cells(autograded(work, "instructor", name))
@@ -316,7 +337,7 @@ def test_untouched_student_notebook_gets_zero_and_only_not_implemented(graded, n
     from nbgrader.api import Gradebook
 
     assert row(graded, "blank", name)["score"] == 0
-    work, _ = graded
+    work = graded[0][name]
     with Gradebook("sqlite:///" + str(work / "gradebook.db")) as gb:
         nb = gb.find_submission_notebook(name, name, "blank")
         grades = [g for g in nb.grades if g.auto_score is not None]
@@ -335,7 +356,7 @@ def test_wrong_answer_loses_the_points_of_the_part_it_breaks(graded, name):
     r = row(graded, "wrong", name)
     tests, written = graded_points(name)
     assert r["score"] == r["max_score"] - tests[broken] - sum(written.values()), (what, r)
-    work, _ = graded
+    work = graded[0][name]
     with Gradebook("sqlite:///" + str(work / "gradebook.db")) as gb:
         nb = gb.find_submission_notebook(name, name, "wrong")
         auto = {g.name: g.auto_score for g in nb.grades if g.name in tests}

@@ -95,6 +95,28 @@ def test_records_round_trip_and_follow_the_config(cache, monkeypatch):
     assert R.load_record(method, Setup("full", torch.device("cpu"), 0))["results"] == {}
 
 
+def test_measured_runs_a_result_once_and_keeps_it_in_the_record(cache, monkeypatch):
+    monkeypatch.setattr(R, "METHODS", {})
+    R.register(toy_method([]))
+    R.save_record("toy method", S, {"5-way 1-shot": Accuracy(np.array([1.0]))}, {"shift": 2.0})
+    calls = []
+
+    def now():
+        calls.append(1)
+        return Accuracy(np.array([0.5, 0.25]))
+
+    first = R.measured("toy method", S, "digits, 5-way 1-shot", now, n_episodes=2)
+    again = R.measured("toy method", S, "digits, 5-way 1-shot", now, n_episodes=2)
+    assert calls == [1] and again.per_episode.tolist() == first.per_episode.tolist() == [0.5, 0.25]
+    record = R.load_record("toy method", S)  # the rest of the record is kept
+    assert record["choices"] == {"shift": 2.0}
+    assert record["results"]["5-way 1-shot"].per_episode.tolist() == [1.0]
+    # another number of episodes: measured now, and the saved result stays as it was
+    assert R.measured("toy method", S, "digits, 5-way 1-shot", now, n_episodes=3) is not None
+    assert calls == [1, 1]
+    assert R.load_record("toy method", S)["results"]["digits, 5-way 1-shot"].per_episode.size == 2
+
+
 def test_trained_trains_once_and_learns_nothing_without_a_run(cache):
     calls = []
     method = toy_method(calls)

@@ -123,6 +123,23 @@ def measure(method: Method, setup: Setup, n_episodes: int, settings=None):
     return model, history, record["choices"], results
 
 
+def measured(method: Method | str, setup: Setup, key: str, measure_now: Callable, n_episodes: int):
+    """``method``'s result ``key`` (``"digits, 5-way 1-shot"``, say) as a chapter before saved it
+    in the method's record, on ``n_episodes`` episodes; when it is missing, ``measure_now()`` (an
+    :class:`Accuracy`) measures it and the record keeps it, so that the same classifier on the
+    same episodes runs once in the book. A saved result on another number of episodes is not
+    used, nor replaced: the one measured now is returned."""
+    record = load_record(method, setup)
+    saved = record["results"].get(key)
+    if saved is not None and len(saved.per_episode) == n_episodes:
+        return saved
+    result = measure_now()
+    if saved is None:
+        record["results"][key] = result
+        save_record(method, setup, record["results"], record["choices"])
+    return result
+
+
 def chosen(choices: dict, key: str, choose: Callable):
     """``choices[key]``, the test-time choice a chapter made and saved; when it is missing (the
     chapter has not run with this cache), ``choose()`` makes it now and it is kept there."""
