@@ -719,3 +719,31 @@ def test_relation_network_scores_every_query_against_every_class_in_0_1():
     z = net.embedding(torch.cat([support, query]))
     class_maps = torch.stack([z[0], z[1:3].mean(0)])
     close(scores, net.relation(class_maps, z[3:]))
+
+
+def tiny_episode(n_way=3, k_shot=2, n_query=2):
+    torch.manual_seed(1)
+    support, query = torch.rand(n_way * k_shot, 1, 28, 28), torch.rand(n_way * n_query, 1, 28, 28)
+    return support, torch.arange(n_way).repeat_interleave(k_shot), query
+
+
+@pytest.mark.parametrize("adapt", [None, M.protomaml_adapt], ids=["maml", "protomaml"])
+def test_scores_along_one_adaptation_are_those_of_each_count_alone(adapt):
+    """The validation choice of test-time steps scores every count along one adaptation: the
+    same scores as adapting anew for each count (ProtoMAML's inner loop starts again)."""
+    torch.manual_seed(0)
+    model = M.maml_conv4(3)
+    support, labels, query = tiny_episode()
+    along = M.maml_along(model, 0.4, adapt)(support, labels, query, (0, 1, 3))
+    for k, scores in along.items():
+        close(scores, M.classifier_maml(model, k, 0.4, adapt)(support, labels, query))
+
+
+def test_reptile_scores_along_one_adaptation_are_those_of_each_count_alone():
+    torch.manual_seed(0)
+    model = M.reptile_model(3, 8)
+    support, labels, query = tiny_episode()
+    along = M.reptile_along(model, 0.01)(support, labels, query, (1, 3, 5))
+    for k, scores in along.items():  # minibatches of the whole support set, in another order
+        expected = M.classifier_reptile(model, k, 0.01)(support, labels, query)
+        torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)

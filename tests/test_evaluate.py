@@ -87,6 +87,23 @@ def test_choose_on_validation_takes_the_first_choice_as_good_as_the_best(real):
         choose_on_validation(make, [], n_episodes=2)
 
 
+def test_choosing_steps_along_one_adaptation_is_choosing_each_alone(real):
+    """choose_steps_on_validation (one adaptation per episode, scored after each count) gives
+    the scores and the choice of choose_on_validation (an adaptation per count)."""
+    from utils import methods as M
+    from utils.evaluate import choose_on_validation, choose_steps_on_validation
+
+    torch.manual_seed(0)
+    model = M.maml_conv4(5)
+    one = choose_steps_on_validation(M.maml_along(model, 0.4), (0, 1, 2), n_episodes=3)
+    each = choose_on_validation(lambda k: M.classifier_maml(model, k, 0.4), (0, 1, 2), 3)
+    assert one[0] == each[0] and list(one[1]) == list(each[1]) == [0, 1, 2]
+    for k in (0, 1, 2):
+        assert one[1][k].per_episode.tolist() == each[1][k].per_episode.tolist()
+    with pytest.raises(ValueError, match="numbers of steps"):
+        choose_steps_on_validation(M.maml_along(model, 0.4), (-1, 2), n_episodes=2)
+
+
 def test_paired_difference():
     from utils.evaluate import Accuracy, mean_ci95, paired_difference
 

@@ -123,6 +123,20 @@ def evaluate(
     return Accuracy(np.array(accs))
 
 
+def _validation_episodes(n_way: int, k_shot: int, n_query: int, n_episodes: int):
+    """The episodes every validation choice is scored on: the unrotated ``val`` classes."""
+    from .data import load_split
+    from .episodes import Episodes
+
+    return Episodes(load_split("val", rotations=False), n_way, k_shot, n_query, n_episodes, seed=0)
+
+
+def _fewest_within_best(choices: list, scores: dict):
+    """The first of ``choices`` whose mean is within the 95 % interval of the best one's."""
+    best = max(scores.values(), key=lambda a: a.mean)
+    return next(c for c in choices if scores[c].mean >= best.mean - best.ci95)
+
+
 def choose_on_validation(
     make_classifier: Callable,
     choices,
@@ -138,20 +152,44 @@ def choose_on_validation(
     as the test classes are. Of the choices whose accuracy is within the 95 % interval of the
     best one's, the first is chosen: list the cheapest first. Returns ``(choice, {choice:
     Accuracy})``."""
-    from .data import load_split
-    from .episodes import Episodes
-
     choices = list(choices)
     if not choices:
         raise ValueError("choose_on_validation needs at least one choice, got none")
-    episodes = Episodes(
-        load_split("val", rotations=False), n_way, k_shot, n_query, n_episodes, seed=0
-    )
+    episodes = _validation_episodes(n_way, k_shot, n_query, n_episodes)
     scores = {
         c: evaluate(make_classifier(c), episodes, device, desc=f"validation: {c}") for c in choices
     }
-    best = max(scores.values(), key=lambda a: a.mean)
-    return next(c for c in choices if scores[c].mean >= best.mean - best.ci95), scores
+    return _fewest_within_best(choices, scores), scores
+
+
+def choose_steps_on_validation(
+    classify_along: Callable,
+    choices,
+    n_episodes: int,
+    device=None,
+    n_way: int = 5,
+    k_shot: int = 1,
+    n_query: int = N_QUERY,
+):
+    """:func:`choose_on_validation` for a number of test-time steps, at the cost of the largest
+    choice alone: ``classify_along(support, support_labels, query, steps)`` adapts once per
+    episode and returns ``{k: scores after k steps}`` for each ``k`` of ``steps`` (ascending),
+    so every choice is scored along the same adaptation. Same episodes, same rule (the fewest
+    steps within the best one's interval); returns ``(steps, {steps: Accuracy})``."""
+    choices = sorted(choices)
+    if not choices or choices[0] < 0:
+        raise ValueError(f"choices must be numbers of steps, 0 or more, got {choices}")
+    per_episode = {c: [] for c in choices}
+    episodes = _validation_episodes(n_way, k_shot, n_query, n_episodes)
+    bar = tqdm(episodes, desc=f"validation: {', '.join(map(str, choices))} steps", leave=False)
+    for ep in bar:
+        if device is not None:
+            ep = ep.to(device)
+        scores = classify_along(ep.support, ep.support_labels, ep.query, choices)
+        for c in choices:
+            per_episode[c].append((scores[c].argmax(1) == ep.query_labels).float().mean().item())
+    scores = {c: Accuracy(np.array(v)) for c, v in per_episode.items()}
+    return _fewest_within_best(choices, scores), scores
 
 
 # The three settings of the papers' tables: (n_way, k_shot).

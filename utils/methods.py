@@ -16,7 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 from utils.config import Budget, Config
 from utils.data import load_split
 from utils.episodes import Episode, Episodes, N_QUERY
-from utils.evaluate import Accuracy, SETTINGS, choose_on_validation
+from utils.evaluate import Accuracy, SETTINGS, choose_on_validation, choose_steps_on_validation
 from utils.models import conv4, conv_block
 from utils.registry import METHODS, Method, chosen, register, trained
 from utils.train import fit, train_steps
@@ -927,13 +927,38 @@ def maml_test_steps(model, S, config=MAMLConfig(), k_shot=1, adapt=None):
     the quick budget, 200 at the full), adapting with :func:`maml_adapt` or ``adapt`` with steps
     of the config's ``inner_lr``. Returns ``(steps, {steps: Accuracy})``."""
     c = config.at(S.budget)
-    return choose_on_validation(
-        lambda k: classifier_maml(model, k, c.inner_lr, adapt),
+    return choose_steps_on_validation(  # every count scored along one adaptation per episode
+        maml_along(model, c.inner_lr, adapt),
         c.test_step_choices,
         S.pick(quick=50, full=200),
         S.device,
         k_shot=k_shot,
     )
+
+
+def maml_along(model, lr, adapt=None):
+    """``along(support, support_labels, query, steps)``: the scores of :func:`classifier_maml`
+    after each number of ``steps`` (ascending), ``{k: scores}``. With :func:`maml_adapt` the
+    steps continue from one count to the next, so all cost as much as the largest; another
+    ``adapt`` (ProtoMAML's sets its head anew from the prototypes) starts again for each."""
+
+    def along(support, support_labels, query, steps):
+        start = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+        buffers = dict(model.named_buffers())
+        params, done, scores = start, 0, {}
+        for k in steps:
+            if adapt is None:
+                params = maml_adapt(
+                    model, params, buffers, support, support_labels, k - done, lr, True
+                )
+                done = k
+            else:
+                params = adapt(model, start, buffers, support, support_labels, k, lr, True)
+            with torch.no_grad():
+                scores[k] = functional_call(model, (params, buffers), (query,))
+        return scores
+
+    return along
 
 
 def classifier_maml(model, steps, lr, adapt=None):
@@ -1112,13 +1137,33 @@ def reptile_test_steps(model, S, config=ReptileConfig(), k_shot=1):
     the best (50 episodes at the quick budget, 200 at the full). Returns
     ``(steps, {steps: Accuracy})``."""
     c = config.at(S.budget)
-    return choose_on_validation(
-        lambda k: classifier_reptile(model, k, c.test_lr),
+    return choose_steps_on_validation(  # every count scored along one adaptation per episode
+        reptile_along(model, c.test_lr),
         c.test_step_choices,
         S.pick(quick=50, full=200),
         S.device,
         k_shot=k_shot,
     )
+
+
+def reptile_along(model, lr):
+    """``along(support, support_labels, query, steps)``: the transductive scores of
+    :func:`classifier_reptile` after each number of ``steps`` (ascending), ``{k: scores}``,
+    along one adaptation: the steps continue from one count to the next."""
+
+    def along(support, support_labels, query, steps):
+        m = copy.deepcopy(model)
+        opt = torch.optim.Adam(m.parameters(), lr, betas=(0.0, 0.999))
+        done, scores = 0, {}
+        for k in steps:
+            if k > done:
+                reptile_inner_loop(m, opt, support, support_labels, k - done, len(support))
+                done = k
+            with torch.no_grad():
+                scores[k] = m.train()(query)
+        return scores
+
+    return along
 
 
 def classifier_reptile(model, steps, lr, transductive=True, running_stats=False, batch=None):
