@@ -79,7 +79,7 @@ unit: env
 notebooks: env
 	rm -rf $(EXECUTED)/chapters
 	cd chapters && FEWSHOT_EXECUTED_DIR=$(CURDIR)/$(EXECUTED)/chapters \
-	    ../$(BIN)/python -m pytest --nbval-lax --durations=15 -p no:cacheprovider .
+	    ../$(BIN)/python -m pytest --nbval-lax --durations=60 -p no:cacheprovider .
 
 # The comparison chapter on its own, as in Colab or first in a fresh clone: on a cache without
 # trained runs it trains every method with the chapters' code (utils/methods.py) before comparing
