@@ -5,9 +5,8 @@ named below, loses the points of the part it breaks and no others.
 
 One generate and one autograde run for the whole module, in two halves side by side: the
 sources, the student versions and the wrong answers, 27 notebooks executed, a few minutes on two
-CPU cores. The small study (09)
-trains a network; here it runs the same cells with FEWSHOT_ASSIGNMENT_TRAIN_EPISODES and
-FEWSHOT_ASSIGNMENT_TEST_EPISODES set small, in seconds.
+CPU cores. The small study (09) trains a network; here it runs the same cells with
+FEWSHOT_ASSIGNMENT_TRAIN_EPISODES and FEWSHOT_ASSIGNMENT_TEST_EPISODES set small, in seconds.
 """
 
 import csv
