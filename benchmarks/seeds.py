@@ -35,6 +35,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTING = "5-way 1-shot"
+# Every method's classifier is non-transductive (chapter 7: MAML, FOMAML, Reptile, ANIL and
+# ProtoMAML normalise with the support set's batch statistics); a file without this line was
+# made when those five were tested transductively.
+PROTOCOL = "non-transductive"
 
 
 def run_seed(seed: int) -> dict:
@@ -83,6 +87,7 @@ def main(argv=None) -> dict:
         "meta": {
             "budget": budget,
             "setting": SETTING,
+            "protocol": PROTOCOL,
             "seeds": seeds,
             "commit": commit or "unknown",
             "command": "python -m benchmarks.seeds " + " ".join(argv or sys.argv[1:]),

@@ -494,8 +494,8 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
                 trained,
                 (10, MAML_LR),
                 (steps, MAML_LR),
-                M.classifier_maml(model, 10, MAML_LR),
-                M.classifier_maml(model, steps, MAML_LR),
+                M.classifier_maml(model, 10, MAML_LR, statistics="queries"),
+                M.classifier_maml(model, steps, MAML_LR, statistics="queries"),
             )
         )
     model, choices, trained = _trained_model("Reptile", S)
@@ -512,7 +512,9 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
                 (20, 1e-2),
                 (steps, lr),
                 _reptile_before(plain, 20, 1e-2, transductive),
-                M.classifier_reptile(model, steps, lr, transductive=transductive),
+                M.classifier_reptile(
+                    model, steps, lr, "queries" if transductive else "support + one query"
+                ),
             )
         )
     rows = []

@@ -747,3 +747,29 @@ def test_reptile_scores_along_one_adaptation_are_those_of_each_count_alone():
     for k, scores in along.items():  # minibatches of the whole support set, in another order
         expected = M.classifier_reptile(model, k, 0.01)(support, labels, query)
         torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("build", [lambda: M.maml_conv4(3), lambda: M.reptile_model(3, 8)])
+def test_support_statistics_scores_each_query_image_on_its_own(build):
+    """The non-transductive test (chapter 7): a query image's scores do not change with the
+    other query images; scoring the support images themselves is a batch-norm forward pass of
+    the support set alone; and the queries' own statistics (transductive) give other scores."""
+    torch.manual_seed(0)
+    model = build().train()
+    params = dict(model.named_parameters())
+    support, _, query = tiny_episode()
+    scores = M.support_statistics_forward(model, params, support, query)
+    with torch.no_grad():
+        close(M.support_statistics_forward(model, params, support, query[:1]), scores[:1])
+        close(M.support_statistics_forward(model, params, support, query.flip(0)), scores.flip(0))
+        close(M.support_statistics_forward(model, params, support, support), model(support))
+        assert not torch.allclose(model(query), scores, atol=1e-3)
+
+
+def test_the_batch_statistics_of_a_test_are_named_or_refused():
+    """MAML's and Reptile's classifiers refuse an unknown ``statistics`` naming the allowed."""
+    support, labels, query = tiny_episode()
+    with pytest.raises(ValueError, match="support.*queries"):
+        M.classifier_maml(M.maml_conv4(3), 1, 0.4, statistics="query")(support, labels, query)
+    with pytest.raises(ValueError, match="support \\+ one query"):
+        M.classifier_reptile(M.reptile_model(3, 8), 1, 0.01, "batch")(support, labels, query)

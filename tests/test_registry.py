@@ -11,7 +11,7 @@ from utils import registry as R
 from utils.config import Budget, Config, Setup
 from utils.data import load_split
 from utils.evaluate import Accuracy
-from utils.train import fit
+from utils.train import fit, save_run
 
 S = Setup("quick", torch.device("cpu"), 0)
 
@@ -93,6 +93,18 @@ def test_records_round_trip_and_follow_the_config(cache, monkeypatch):
     changed = toy_method([], config=ToyConfig(bias=1.0))  # other settings: nothing saved yet
     assert R.load_record(changed, S) == {"results": {}, "choices": {}}
     assert R.load_record(method, Setup("full", torch.device("cpu"), 0))["results"] == {}
+
+
+def test_a_record_of_another_protocol_is_not_read(cache, monkeypatch):
+    """A record saved before every classifier was non-transductive (no protocol in the file)
+    holds results of another test: it is measured again, not read."""
+    monkeypatch.setattr(R, "METHODS", {})
+    method = R.register(toy_method([]))
+    name, config = R._record(method)
+    save_run(name, S, config, results={"5-way 1-shot": [1.0]}, choices={"shift": 2.0})
+    assert R.load_record(method, S) == {"results": {}, "choices": {}}
+    R.save_record(method, S, {"5-way 1-shot": Accuracy(np.array([0.5]))}, {"shift": 3.0})
+    assert R.load_record(method, S)["choices"] == {"shift": 3.0}
 
 
 def test_measured_runs_a_result_once_and_keeps_it_in_the_record(cache, monkeypatch):

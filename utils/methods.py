@@ -925,7 +925,8 @@ def maml_test_steps(model, S, config=MAMLConfig(), k_shot=1, adapt=None):
     ``k_shot``-shot tasks: the fewest of the config's ``test_step_choices`` whose accuracy on such
     episodes of the validation classes is within the 95 % interval of the best (50 episodes at
     the quick budget, 200 at the full), adapting with :func:`maml_adapt` or ``adapt`` with steps
-    of the config's ``inner_lr``. Returns ``(steps, {steps: Accuracy})``."""
+    of the config's ``inner_lr``, batch norm with the support set's statistics (the default,
+    non-transductive test). Returns ``(steps, {steps: Accuracy})``."""
     c = config.at(S.budget)
     return choose_steps_on_validation(  # every count scored along one adaptation per episode
         maml_along(model, c.inner_lr, adapt),
@@ -936,7 +937,44 @@ def maml_test_steps(model, S, config=MAMLConfig(), k_shot=1, adapt=None):
     )
 
 
-def maml_along(model, lr, adapt=None):
+BATCH_STATISTICS = ("support", "queries")  # what batch norm normalises the query images with
+
+
+def support_statistics_forward(model, params, support, query):
+    """The scores of ``query`` by ``model`` (a ``Sequential``, nested or not) with the weights
+    ``params``, each batch norm normalising every image with the mean and variance of the
+    **support** images at that layer: no query image's scores depend on the other query images
+    (non-transductive), and the support images are scored as a forward pass of them alone."""
+    n, x = len(support), torch.cat([support, query])
+    for name, m in model.named_modules():
+        if next(m.children(), None) is not None:
+            continue  # a container: its layers come next, in the order they run
+        own = {k[len(name) + 1 :]: v for k, v in params.items() if k.rsplit(".", 1)[0] == name}
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            dims, shape = [0, *range(2, x.dim())], [1, -1, *[1] * (x.dim() - 2)]  # per channel
+            mean = x[:n].mean(dims).view(shape)
+            var = x[:n].var(dims, unbiased=False).view(shape)
+            x = (x - mean) / torch.sqrt(var + m.eps) * own["weight"].view(shape)
+            x = x + own["bias"].view(shape)
+        else:
+            x = functional_call(m, own, (x,))
+    return x[n:]
+
+
+def maml_query_scores(model, params, buffers, support, query, statistics="support"):
+    """The adapted model's scores of the query images, batch norm normalising them with the
+    ``statistics`` of the ``"support"`` images (non-transductive, the book's default:
+    :func:`support_statistics_forward`) or of the ``"queries"`` themselves, all in one batch
+    (transductive, as in MAML's paper)."""
+    if statistics not in BATCH_STATISTICS:
+        raise ValueError(f"statistics must be one of {BATCH_STATISTICS}, got {statistics!r}")
+    with torch.no_grad():
+        if statistics == "queries":
+            return functional_call(model, (params, buffers), (query,))
+        return support_statistics_forward(model, params | buffers, support, query)
+
+
+def maml_along(model, lr, adapt=None, statistics="support"):
     """``along(support, support_labels, query, steps)``: the scores of :func:`classifier_maml`
     after each number of ``steps`` (ascending), ``{k: scores}``. With :func:`maml_adapt` the
     steps continue from one count to the next, so all cost as much as the largest; another
@@ -954,18 +992,18 @@ def maml_along(model, lr, adapt=None):
                 done = k
             else:
                 params = adapt(model, start, buffers, support, support_labels, k, lr, True)
-            with torch.no_grad():
-                scores[k] = functional_call(model, (params, buffers), (query,))
+            scores[k] = maml_query_scores(model, params, buffers, support, query, statistics)
         return scores
 
     return along
 
 
-def classifier_maml(model, steps, lr, adapt=None):
+def classifier_maml(model, steps, lr, adapt=None, statistics="support"):
     """``classify(support, support_labels, query)``: adapt a copy of the model's weights with
     ``steps`` gradient steps of size ``lr`` on the support set (with :func:`maml_adapt`, or
-    ``adapt``), then score the query images (all in one batch: transductive batch norm, as in
-    MAML)."""
+    ``adapt``), then score the query images with batch norm using the ``statistics`` of the
+    ``"support"`` set (non-transductive) or of the ``"queries"`` (transductive, as in MAML's
+    paper): :func:`maml_query_scores`."""
 
     def classify(support, support_labels, query):
         params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
@@ -973,17 +1011,17 @@ def classifier_maml(model, steps, lr, adapt=None):
         adapted = (adapt or maml_adapt)(
             model, params, buffers, support, support_labels, steps, lr, first_order=True
         )  # no meta-gradient needed at test time
-        with torch.no_grad():
-            return functional_call(model, (adapted, buffers), (query,))
+        return maml_query_scores(model, adapted, buffers, support, query, statistics)
 
     return classify
 
 
-def maml_registry_classifier(config=MAMLConfig(), adapt=None):
+def maml_registry_classifier(config=MAMLConfig(), adapt=None, statistics="support"):
     """The registry's classifier of a model meta-trained with ``config`` (and ``adapt``):
     ``classifier(model, S, setting, choices)`` adapts with :func:`classifier_maml`, with the
     test-time steps chosen on validation (:func:`maml_test_steps`, kept in ``choices`` under
-    ``"test steps, <setting>"``) and the config's ``inner_lr``."""
+    ``"test steps, <setting>"``; chosen non-transductively, whatever ``statistics``) and the
+    config's ``inner_lr``; batch norm with the ``statistics`` of the support set or queries."""
 
     def classifier(model, S, setting, choices):
         steps = chosen(
@@ -991,7 +1029,7 @@ def maml_registry_classifier(config=MAMLConfig(), adapt=None):
             f"test steps, {setting}",
             lambda: maml_test_steps(model, S, config, SETTINGS[setting][1], adapt)[0],
         )
-        return classifier_maml(model, steps, config.at(S.budget).inner_lr, adapt)
+        return classifier_maml(model, steps, config.at(S.budget).inner_lr, adapt, statistics)
 
     return classifier
 
@@ -1006,10 +1044,11 @@ register(
         train=train_maml,
         build=maml_conv4,
         settings=("5-way 1-shot", "5-way 5-shot"),  # trained on 5-way tasks: a 5-way head
-        transductive=True,
+        transductive=maml_registry_classifier(MAMLConfig(), statistics="queries"),
         paper={"5-way 1-shot": 98.7, "5-way 5-shot": 99.9, "20-way 1-shot": 95.8},
+        paper_transductive=True,
         cite="finn2017maml",
-        source="Finn et al. 2017, Table 1",
+        source="Finn et al. 2017, Table 1 (transductive)",
     )
 )
 
@@ -1024,8 +1063,9 @@ register(
         train=train_maml,
         build=maml_conv4,
         settings=("5-way 1-shot", "5-way 5-shot"),
-        transductive=True,
+        transductive=maml_registry_classifier(FOMAML_CONFIG, statistics="queries"),
         paper={"5-way 1-shot": 98.3, "5-way 5-shot": 99.2, "20-way 1-shot": 89.4},
+        paper_transductive=True,
         cite="nichol2018reptile",
         source="Nichol et al. 2018, Table 1 (transductive)",
     )
@@ -1133,8 +1173,9 @@ def train_reptile(S, config=ReptileConfig()):
 def reptile_test_steps(model, S, config=ReptileConfig(), k_shot=1):
     """The number of test-time Adam steps (of the config's ``test_lr``) for ``model`` on 5-way
     ``k_shot``-shot tasks: the fewest of the config's ``test_step_choices`` whose accuracy
-    (transductive) on such episodes of the validation classes is within the 95 % interval of
-    the best (50 episodes at the quick budget, 200 at the full). Returns
+    (non-transductive: batch norm with the support set's statistics) on such episodes of the
+    validation classes is within the 95 % interval of the best (50 episodes at the quick
+    budget, 200 at the full). Returns
     ``(steps, {steps: Accuracy})``."""
     c = config.at(S.budget)
     return choose_steps_on_validation(  # every count scored along one adaptation per episode
@@ -1146,8 +1187,8 @@ def reptile_test_steps(model, S, config=ReptileConfig(), k_shot=1):
     )
 
 
-def reptile_along(model, lr):
-    """``along(support, support_labels, query, steps)``: the transductive scores of
+def reptile_along(model, lr, statistics="support"):
+    """``along(support, support_labels, query, steps)``: the scores of
     :func:`classifier_reptile` after each number of ``steps`` (ascending), ``{k: scores}``,
     along one adaptation: the steps continue from one count to the next."""
 
@@ -1159,42 +1200,56 @@ def reptile_along(model, lr):
             if k > done:
                 reptile_inner_loop(m, opt, support, support_labels, k - done, len(support))
                 done = k
-            with torch.no_grad():
-                scores[k] = m.train()(query)
+            scores[k] = reptile_query_scores(m, support, query, statistics)
         return scores
 
     return along
 
 
-def classifier_reptile(model, steps, lr, transductive=True, running_stats=False, batch=None):
+REPTILE_STATISTICS = ("support", "support + one query", "queries", "running")
+
+
+def reptile_query_scores(m, support, query, statistics="support"):
+    """The scores of ``query`` by the adapted model ``m``, batch norm normalising with
+    * ``"support"``: the statistics of the support set (chapter 7's non-transductive test,
+      :func:`support_statistics_forward`), the book's default;
+    * ``"support + one query"``: for each query image, those of the support set and that image
+      (Nichol et al.'s non-transductive setting, a forward pass per query image);
+    * ``"queries"``: those of the whole query batch (transductive);
+    * ``"running"``: the running averages (eval mode), no batch statistics at all."""
+    if statistics not in REPTILE_STATISTICS:
+        raise ValueError(f"statistics must be one of {REPTILE_STATISTICS}, got {statistics!r}")
+    with torch.no_grad():
+        if statistics == "support":
+            return support_statistics_forward(m, dict(m.named_parameters()), support, query)
+        if statistics == "queries":
+            return m.train()(query)
+        if statistics == "running":
+            return m.eval()(query)
+        return torch.stack([m.train()(torch.cat([support, q[None]]))[-1] for q in query])
+
+
+def classifier_reptile(model, steps, lr, statistics="support", batch=None):
     """``classify(support, support_labels, query)``: a copy of ``model`` takes ``steps`` Adam
     steps (beta1 = 0, learning rate ``lr``) on minibatches of ``batch`` (default: all) of the
-    support set, then scores the query images with batch norm using
-    * ``transductive=True``: the statistics of the whole query batch;
-    * ``transductive=False``: for each query image, those of the support set plus that image
-      (Nichol et al.'s non-transductive setting);
-    * ``running_stats=True``: the running averages (eval mode), no batch statistics at all.
-    """
+    support set, then scores the query images with batch norm using the ``statistics`` of
+    :func:`reptile_query_scores` (default: the support set's, non-transductive)."""
 
     def classify(support, support_labels, query):
         m = copy.deepcopy(model)
         opt = torch.optim.Adam(m.parameters(), lr, betas=(0.0, 0.999))
         reptile_inner_loop(m, opt, support, support_labels, steps, batch or len(support))
-        with torch.no_grad():
-            if running_stats:
-                return m.eval()(query)
-            if transductive:
-                return m(query)
-            return torch.stack([m(torch.cat([support, q[None]]))[-1] for q in query])
+        return reptile_query_scores(m, support, query, statistics)
 
     return classify
 
 
-def reptile_registry_classifier(config=ReptileConfig()):
+def reptile_registry_classifier(config=ReptileConfig(), statistics="support"):
     """The registry's classifier of a model meta-trained with ``config``:
-    ``classifier(model, S, setting, choices)`` is :func:`classifier_reptile` (transductive)
-    with the test-time steps chosen on validation (:func:`reptile_test_steps`, kept in
-    ``choices`` under ``"test steps, <setting>"``) and the config's ``test_lr``."""
+    ``classifier(model, S, setting, choices)`` is :func:`classifier_reptile` with batch norm's
+    ``statistics`` (default: the support set's), the test-time steps chosen on validation
+    (:func:`reptile_test_steps`, non-transductively; kept in ``choices`` under
+    ``"test steps, <setting>"``) and the config's ``test_lr``."""
 
     def classifier(model, S, setting, choices):
         steps = chosen(
@@ -1202,7 +1257,7 @@ def reptile_registry_classifier(config=ReptileConfig()):
             f"test steps, {setting}",
             lambda: reptile_test_steps(model, S, config, SETTINGS[setting][1])[0],
         )
-        return classifier_reptile(model, steps, config.at(S.budget).test_lr)
+        return classifier_reptile(model, steps, config.at(S.budget).test_lr, statistics)
 
     return classifier
 
@@ -1217,10 +1272,10 @@ register(
         train=train_reptile,
         build=reptile_model,
         settings=("5-way 1-shot", "5-way 5-shot"),  # trained on 5-way tasks: a 5-way head
-        transductive=True,
-        paper={"5-way 1-shot": 97.68, "5-way 5-shot": 99.48, "20-way 1-shot": 89.43},
+        transductive=reptile_registry_classifier(ReptileConfig(), statistics="queries"),
+        paper={"5-way 1-shot": 95.39, "5-way 5-shot": 98.90},
         cite="nichol2018reptile",
-        source="Nichol et al. 2018, Table 1 (transductive)",
+        source="Nichol et al. 2018, Table 1 (Reptile, non-transductive: support + one query)",
     )
 )
 
@@ -1304,7 +1359,6 @@ register(
         train=train_anil,
         build=maml_conv4,
         settings=("5-way 1-shot", "5-way 5-shot"),  # trained on 5-way tasks, as MAML
-        transductive=True,
         cite="raghu2020rapid",
     )
 )
@@ -1320,7 +1374,6 @@ register(
         train=train_protomaml,
         build=maml_conv4,
         settings=("5-way 1-shot", "5-way 5-shot"),
-        transductive=True,
         cite="triantafillou2020metadataset",
     )
 )
@@ -1375,7 +1428,7 @@ def classifier_protonet_augmented(model, augment, copies, seed=0):
     return classify
 
 
-COPIES = (1, 5, 10, 20)  # the numbers of copies per support image that validation chooses from
+COPIES = (0, 1, 5, 10, 20)  # the copies per support image that validation chooses from; 0: none
 
 
 def choose_copies(S, make_classifier):

@@ -8,7 +8,9 @@ iterate :data:`METHODS`; nothing outside a method's chapter describes it again.
 Contracts (``CONTRIBUTING.md``): ``train(S, config) -> (model, history)``;
 ``classifier(model, S, setting, choices) -> classify(support, support_labels, query)``, where
 ``choices`` holds the test-time choices the chapter made on validation episodes (test-time
-steps, copies, ...) and :func:`chosen` makes a missing one the same way.
+steps, copies, ...) and :func:`chosen` makes a missing one the same way. Every ``classifier``
+is non-transductive (each query image scored on its own, given the support set); a method
+whose papers test transductively has a second one, ``transductive``, with the same contract.
 """
 
 from __future__ import annotations
@@ -42,8 +44,12 @@ class Method:
     train: Callable | None = None  # (S, config) -> (model, history)
     build: Callable | None = None  # () -> a model that the run's weights load into
     settings: tuple = tuple(SETTINGS)
-    transductive: bool = False  # scores each query with the statistics of the other queries
+    # The same contract as ``classifier``, for a method whose test can also be transductive:
+    # each query image scored with the batch statistics of all the query images (the papers'
+    # MAML, first-order MAML and Reptile numbers). The book reports it in a column of its own.
+    transductive: Callable | None = None
     paper: dict = field(default_factory=dict)  # {setting: accuracy in %}, as published
+    paper_transductive: bool = False  # the published numbers are transductive
     cite: str = ""  # the paper's key in book/references.bib
     source: str = ""  # where in the paper: "Snell et al. 2017, Table 1"
 
@@ -59,6 +65,10 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}  # name -> method, in the order the chapters register them
+
+# What a record's results mean: saved with every record, and a record saved under another
+# protocol (or none: before every ``classifier`` was non-transductive) is not read.
+RECORD_PROTOCOL = "non-transductive"
 
 
 def register(method: Method) -> Method:
@@ -90,14 +100,19 @@ def save_record(
     by budget, seed and config."""
     name, config = _record(method)
     per_episode = {s: a.per_episode for s, a in results.items()}
-    save_run(name, setup, config, results=per_episode, choices=choices or {})
+    save_run(
+        name, setup, config, results=per_episode, choices=choices or {}, protocol=RECORD_PROTOCOL
+    )
 
 
 def load_record(method: Method | str, setup: Setup) -> dict:
     """What :func:`save_record` saved for ``method`` with this budget, seed and config:
-    ``{"results": {setting: Accuracy}, "choices": {...}}``, empty when nothing was saved."""
+    ``{"results": {setting: Accuracy}, "choices": {...}}``, empty when nothing was saved, or
+    when it was saved under another :data:`RECORD_PROTOCOL` (it is then measured again)."""
     name, config = _record(method)
     run = load_run(name, setup, config) or {}
+    if run.get("protocol") != RECORD_PROTOCOL:
+        run = {}
     results = {s: Accuracy(np.asarray(r)) for s, r in run.get("results", {}).items()}
     return {"results": results, "choices": run.get("choices", {})}
 
