@@ -36,8 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SETTING = "5-way 1-shot"
 # Every method's classifier is non-transductive (chapter 7: MAML, FOMAML, Reptile, ANIL and
-# ProtoMAML normalise with the support set's batch statistics); a file without this line was
-# made when those five were tested transductively.
+# ProtoMAML normalise with the support set's batch statistics) and chapter 10 may choose no
+# extra examples; a file without this line was made before both.
 PROTOCOL = "non-transductive"
 
 
