@@ -33,12 +33,10 @@ from pathlib import Path
 
 import torch
 
+from utils.registry import RECORD_PROTOCOL
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTING = "5-way 1-shot"
-# Every method's classifier is non-transductive (chapter 7: MAML, FOMAML, Reptile, ANIL and
-# ProtoMAML normalise with the support set's batch statistics) and chapter 10 may choose no
-# extra examples; a file without this line was made before both.
-PROTOCOL = "non-transductive"
 
 
 def run_seed(seed: int) -> dict:
@@ -87,7 +85,7 @@ def main(argv=None) -> dict:
         "meta": {
             "budget": budget,
             "setting": SETTING,
-            "protocol": PROTOCOL,
+            "protocol": RECORD_PROTOCOL,  # a file without it was made before that protocol
             "seeds": seeds,
             "commit": commit or "unknown",
             "command": "python -m benchmarks.seeds " + " ".join(argv or sys.argv[1:]),
