@@ -22,17 +22,14 @@ interval across episodes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from benchmarks.provenance import provenance, write_results
 from utils.registry import RECORD_PROTOCOL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,9 +69,6 @@ def main(argv=None) -> dict:
     budget = os.environ.get("FEWSHOT_BUDGET", "quick")
     os.environ["FEWSHOT_BUDGET"] = budget
     sys.path.insert(0, str(ROOT))
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
     start = time.perf_counter()
     by_seed = {}
     for seed in seeds:
@@ -87,12 +81,9 @@ def main(argv=None) -> dict:
             "setting": SETTING,
             "protocol": RECORD_PROTOCOL,  # a file without it was made before that protocol
             "seeds": seeds,
-            "commit": commit or "unknown",
-            "command": "python -m benchmarks.seeds " + " ".join(argv or sys.argv[1:]),
-            "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-            "threads": torch.get_num_threads(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            **provenance(
+                "seeds", argv or sys.argv[1:], "cuda" if torch.cuda.is_available() else "cpu"
+            ),
             "seconds": round(time.perf_counter() - start),
         },
         "methods": {
@@ -102,9 +93,7 @@ def main(argv=None) -> dict:
     out = (
         Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "seeds" / f"{budget}.json"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    print(f"wrote {out}")
+    write_results(result, out)
     return result
 
 

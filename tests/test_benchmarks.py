@@ -1,9 +1,12 @@
-"""The speed benchmark (``benchmarks/speed.py``) runs, in its smoke mode, and writes its JSON.
+"""The scripts of ``benchmarks/``: the speed benchmark (``speed.py``) runs, in its smoke mode,
+and writes its JSON; the seed study (``seeds.py``) and the learning-rate check (``tuning.py``)
+go through the registry as chapter 11 does, here with toy methods; results files say where they
+came from (``provenance.py``).
 
-Only the sections that need no data set and no training run here (peak, conv4, maml_step), on
-one CPU thread as in ``test_full_budget.py``: a few seconds, and cheap on a shared machine, where
-two threads that wait for each other can take many times longer. The numbers of a smoke run are
-not measurements: only their shape is checked.
+Of the speed benchmark, only the sections that need no data set and no training run here (peak,
+conv4, maml_step), on one CPU thread as in ``test_full_budget.py``: a few seconds, and cheap on
+a shared machine, where two threads that wait for each other can take many times longer. The
+numbers of a smoke run are not measurements: only their shape is checked.
 """
 
 import json
@@ -17,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest tests` (not `python -m pytest`) leaves the root out
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import seeds, speed  # noqa: E402
+from benchmarks import seeds, speed, tuning  # noqa: E402
 
 SECTIONS = ("peak", "conv4", "maml_step")
 TIMES = {"peak": ("ms",), "conv4": ("ms",), "maml_step": ("ours_ms",)}
@@ -71,3 +74,63 @@ def test_seed_study_refuses_bad_seeds():
     for bad in ("1,x", "-1"):
         with pytest.raises(SystemExit, match="--seeds"):
             seeds.main(["--seeds", bad])
+
+
+def test_tuning_trains_each_learning_rate_and_scores_it_on_validation(real, monkeypatch, tmp_path):
+    """``tune``: the method's learning rate times each factor, trained by its trainer (the
+    book's own value loaded when it was trained before), scored on validation episodes."""
+    from dataclasses import dataclass
+
+    from utils import methods as M
+    from utils import registry as R
+    from utils.config import Budget, Config, Setup
+    from utils.data import load_split
+    from utils.train import fit
+
+    @dataclass(frozen=True)
+    class RateConfig(Config):
+        steps: int = Budget(quick=1, full=2)
+        lr: float = 0.01
+
+    load_split("val")  # the data set from the real cache, before the runs' cache is emptied
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    monkeypatch.delenv("FEWSHOT_RETRAIN", raising=False)
+    trained = []
+
+    def train(S, config):
+        trained.append(config.at(S.budget).lr)
+        return torch.nn.Linear(1, 1), fit(lambda b: {"loss": 0.0}, [0], desc="toy")
+
+    pixels = lambda model, S, setting, choices: M.pixel_nearest_neighbour  # noqa: E731
+    toy = R.Method("toy", "00", pixels, "toy", RateConfig(), train, lambda: torch.nn.Linear(1, 1))
+    S = Setup("quick", torch.device("cpu"), 0)
+    found = tuning.tune(toy, S, factors=(0.5, 1.0), n_episodes=3)
+    assert trained == [0.005, 0.01] and found["field"] == "lr" and found["book"] == 0.01
+    assert list(found["values"]) == ["0.005", "0.01"]
+    assert all(len(v["per_episode"]) == 3 for v in found["values"].values())
+    tuning.tune(toy, S, factors=(1.0,), n_episodes=3)
+    assert trained == [0.005, 0.01]  # the same config again: loaded from the cache
+    with pytest.raises(ValueError, match="none of the fields"):
+        tuning.rate_field(Config())
+
+
+def test_tuning_refuses_bad_factors_and_methods():
+    for bad in ("1,x", "0,1", "-2"):
+        with pytest.raises(SystemExit, match="--factors"):
+            tuning.main(["--factors", bad])
+    with pytest.raises(SystemExit, match="not trained methods"):
+        tuning.main(["--methods", "nope"])
+
+
+def test_a_results_file_says_where_it_came_from(tmp_path):
+    import re
+
+    from benchmarks.provenance import provenance, write_results
+
+    meta = provenance("seeds", ["--seeds", "1"], "cpu")
+    assert meta["command"] == "python -m benchmarks.seeds --seeds 1" and meta["device"] == "cpu"
+    assert re.fullmatch(r"[0-9a-f]{4,}|unknown", meta["commit"]) and "torch" in meta["machine"]
+    out = write_results({"meta": meta, "x": [1.0]}, tmp_path / "a" / "b.json")
+    assert json.loads(out.read_text()) == {"meta": meta, "x": [1.0]}
+    with pytest.raises(ValueError):  # JSON has no NaN: refused, not written as a bare NaN
+        write_results({"x": float("nan")}, tmp_path / "c.json")

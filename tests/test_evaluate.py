@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from utils.episodes import N_QUERY, Episodes, fixed_test_episodes
-from utils.evaluate import Accuracy, evaluate, mean_ci95, results_table
+from utils.evaluate import Accuracy, evaluate, evaluate_along, mean_ci95, results_table
 from test_episodes import numbered_classes
 
 
@@ -49,6 +49,27 @@ def test_evaluate_scores_and_labels():
     constant = evaluate(lambda s, y, q: torch.eye(4)[[0] * len(q)], episodes)
     assert constant.mean == pytest.approx(25)
     assert str(perfect) == "100.00 ± 0.00 %"
+
+
+def test_evaluate_along_scores_every_choice_of_one_call_per_episode():
+    """evaluate_along: one call per episode, each choice's accuracy as evaluate gives it alone."""
+    episodes = Episodes(numbered_classes(), 4, 1, 3, 5)
+    calls = []
+
+    def along(support, support_labels, query, choices):
+        calls.append(choices)
+        answers = {"oracle": oracle(support, support_labels, query)}
+        answers["class 0"] = torch.eye(4)[[0] * len(query)]
+        return {c: answers[c] for c in choices if c in answers}
+
+    found = evaluate_along(along, ("oracle", "class 0"), episodes)
+    assert list(found) == ["oracle", "class 0"] and len(calls) == 5
+    assert found["oracle"].per_episode.tolist() == evaluate(oracle, episodes).per_episode.tolist()
+    assert found["class 0"].mean == pytest.approx(25)
+    with pytest.raises(ValueError, match=r"not for \['nearest'\]: it must answer every one"):
+        evaluate_along(along, ("oracle", "nearest"), episodes)
+    with pytest.raises(ValueError, match=r"classify returned shape \[12, 3\]"):
+        evaluate_along(lambda s, y, q, c: {"x": torch.zeros(len(q), 3)}, ("x",), episodes)
 
 
 def test_results_table():

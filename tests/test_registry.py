@@ -65,6 +65,8 @@ def test_a_method_is_checked_when_made():
         toy_method([], settings=("7-way 1-shot",))
     with pytest.raises(ValueError, match="run, config, train and build go together"):
         toy_method([], build=None)
+    with pytest.raises(ValueError, match="tested in '5-way 1-shot', which is not among"):
+        toy_method([], settings=("5-way 5-shot",), transductive=lambda *a: None)
 
 
 def test_register_keeps_one_method_per_name(monkeypatch):

@@ -72,10 +72,28 @@ def test_train_or_load_trains_once(tmp_path, monkeypatch, capsys):
     second, h2 = train_or_load("lin", s, lambda S, c: train(), None, lambda: torch.nn.Linear(2, 1))
     assert len(calls) == 1 and torch.equal(second.weight, first.weight)
     assert h2["loss"] == [1.0, 0.5] and h2.seconds == h1.seconds
+    assert h1.device == h2.device == "cpu"  # where it trained, whether trained now or loaded
+    assert h1.peak_mb == h2.peak_mb and (h1.peak_mb is None or h1.peak_mb >= 0)
     assert "loaded the model trained before" in capsys.readouterr().out
     monkeypatch.setenv("FEWSHOT_RETRAIN", "1")
     train_or_load("lin", s, lambda S, c: train(), None, lambda: torch.nn.Linear(2, 1))
     assert len(calls) == 2
+
+
+def test_peak_memory_sees_a_tensor_made_inside():
+    """PeakMemory: a 40 MB tensor made and freed inside the block raises the peak by about that
+    much (on Linux; elsewhere on a CPU it says it cannot tell: None)."""
+    from utils.train import PeakMemory
+
+    with PeakMemory("cpu") as nothing:
+        pass
+    with PeakMemory("cpu") as peak:
+        x = torch.ones(10_000_000)  # 40 MB
+        del x
+    if peak.mb is None:
+        assert nothing.mb is None
+        pytest.skip("no /proc/self/status here: the peak is unknown")
+    assert 35 < peak.mb < 200 and nothing.mb < 35
 
 
 def _toy_config():

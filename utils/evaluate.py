@@ -85,6 +85,27 @@ def paired_difference(a: Accuracy, b: Accuracy) -> tuple[float, float]:
     return 100 * mean, 100 * half
 
 
+def _episode_accuracy(pred, ep: Episode) -> float:
+    """The fraction of ``ep``'s query images that ``pred`` classifies right: class scores
+    ``[N*Q, N]`` (their argmax) or labels ``[N*Q]``; any other output (scores for the wrong
+    number of classes, say) is refused with a ``ValueError``."""
+    n_q, n_way = len(ep.query), ep.n_way
+    if not isinstance(pred, torch.Tensor) or tuple(pred.shape) not in ((n_q, n_way), (n_q,)):
+        got = (
+            f"shape {list(pred.shape)}"
+            if isinstance(pred, torch.Tensor)
+            else f"a {type(pred).__name__}"
+        )
+        raise ValueError(
+            f"classify returned {got} on a {n_way}-way episode with {n_q} query images: "
+            f"expected a tensor of scores [{n_q}, {n_way}] or of labels [{n_q}]; make it score "
+            f"each query image against the {n_way} classes of the support set"
+        )
+    if pred.dim() == 2:
+        pred = pred.argmax(1)
+    return (pred == ep.query_labels).float().mean().item()
+
+
 def evaluate(
     classify: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     episodes: Iterable[Episode],
@@ -103,24 +124,39 @@ def evaluate(
     for ep in bar:
         if device is not None:
             ep = ep.to(device)
-        pred = classify(ep.support, ep.support_labels, ep.query)
-        n_q, n_way = len(ep.query), ep.n_way
-        if not isinstance(pred, torch.Tensor) or tuple(pred.shape) not in ((n_q, n_way), (n_q,)):
-            got = (
-                f"shape {list(pred.shape)}"
-                if isinstance(pred, torch.Tensor)
-                else f"a {type(pred).__name__}"
-            )
-            raise ValueError(
-                f"classify returned {got} on a {n_way}-way episode with {n_q} query images: "
-                f"expected a tensor of scores [{n_q}, {n_way}] or of labels [{n_q}]; make it score "
-                f"each query image against the {n_way} classes of the support set"
-            )
-        if pred.dim() == 2:
-            pred = pred.argmax(1)
-        accs.append((pred == ep.query_labels).float().mean().item())
+        accs.append(_episode_accuracy(classify(ep.support, ep.support_labels, ep.query), ep))
         bar.set_postfix(acc=f"{100 * np.mean(accs):.1f}%", refresh=False)
     return Accuracy(np.array(accs))
+
+
+def evaluate_along(
+    classify_along: Callable,
+    choices,
+    episodes: Iterable[Episode],
+    device=None,
+    desc: str = "evaluating",
+) -> dict:
+    """:func:`evaluate` for several ``choices`` of one test at the cost of one adaptation per
+    episode: ``classify_along(support, support_labels, query, choices)`` adapts once and returns
+    ``{choice: scores or labels}`` for every one of ``choices`` (numbers of steps, ascending, or
+    the batch statistics to normalise the query images with). Returns ``{choice: Accuracy}``,
+    all on the same episodes; an answer without one of the choices is refused with a
+    ``ValueError``."""
+    choices = list(choices)
+    per_episode = {c: [] for c in choices}
+    for ep in tqdm(episodes, desc=desc, leave=False):
+        if device is not None:
+            ep = ep.to(device)
+        scores = classify_along(ep.support, ep.support_labels, ep.query, choices)
+        missing = [c for c in choices if c not in scores]
+        if missing:
+            raise ValueError(
+                f"classify_along returned scores for {list(scores)}, not for {missing}: it must "
+                f"answer every one of the choices {choices}"
+            )
+        for c in choices:
+            per_episode[c].append(_episode_accuracy(scores[c], ep))
+    return {c: Accuracy(np.array(v)) for c, v in per_episode.items()}
 
 
 def _validation_episodes(n_way: int, k_shot: int, n_query: int, n_episodes: int):
@@ -179,16 +215,9 @@ def choose_steps_on_validation(
     choices = sorted(choices)
     if not choices or choices[0] < 0:
         raise ValueError(f"choices must be numbers of steps, 0 or more, got {choices}")
-    per_episode = {c: [] for c in choices}
     episodes = _validation_episodes(n_way, k_shot, n_query, n_episodes)
-    bar = tqdm(episodes, desc=f"validation: {', '.join(map(str, choices))} steps", leave=False)
-    for ep in bar:
-        if device is not None:
-            ep = ep.to(device)
-        scores = classify_along(ep.support, ep.support_labels, ep.query, choices)
-        for c in choices:
-            per_episode[c].append((scores[c].argmax(1) == ep.query_labels).float().mean().item())
-    scores = {c: Accuracy(np.array(v)) for c, v in per_episode.items()}
+    desc = f"validation: {', '.join(map(str, choices))} steps"
+    scores = evaluate_along(classify_along, choices, episodes, device, desc)
     return _fewest_within_best(choices, scores), scores
 
 

@@ -27,6 +27,12 @@ from .evaluate import SETTINGS, Accuracy, evaluate
 from .train import load_run, save_run, train_or_load
 
 
+# The setting a method's ``transductive`` classifier is tested in, as MAML's, first-order MAML's
+# and Reptile's papers test it, and the key of that result in the method's record.
+TRANSDUCTIVE = "5-way 1-shot"
+TRANSDUCTIVE_KEY = f"{TRANSDUCTIVE}, transductive"
+
+
 @dataclass(frozen=True)
 class Method:
     """A method of the book, as its chapter registers it.
@@ -47,7 +53,7 @@ class Method:
     # The same contract as ``classifier``, for a method whose test can also be transductive:
     # each query image scored with the batch statistics of all the query images (the papers'
     # MAML, first-order MAML and Reptile numbers). The book reports it in a column of its own.
-    transductive: Callable | None = None
+    transductive: Callable | None = None  # tested in the setting TRANSDUCTIVE
     paper: dict = field(default_factory=dict)  # {setting: accuracy in %}, as published
     paper_transductive: bool = False  # the published numbers are transductive
     cite: str = ""  # the paper's key in book/references.bib
@@ -58,6 +64,11 @@ class Method:
         if unknown:
             raise ValueError(
                 f"{self.name}: unknown settings {unknown}: allowed are {', '.join(SETTINGS)}"
+            )
+        if self.transductive is not None and TRANSDUCTIVE not in self.settings:
+            raise ValueError(
+                f"{self.name}: a transductive classifier is tested in {TRANSDUCTIVE!r}, which is "
+                f"not among its settings {self.settings}"
             )
         parts = (self.run, self.config, self.train, self.build)
         if any(p is None for p in parts) and any(p is not None for p in parts):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -17,9 +19,52 @@ from .config import Config, Setup, cache_dir
 
 class History(dict):
     """Training metrics, one list per name (``history["loss"][i]`` is step ``i``'s loss),
-    and the wall-clock ``seconds`` the loop took."""
+    the wall-clock ``seconds`` the loop took, and the ``device`` it ran on (set by
+    :func:`train_or_load`, for a run trained now or loaded; empty when unknown)."""
 
     seconds: float = 0.0
+    device: str = ""
+    peak_mb: float | None = None  # the peak memory of training (:class:`PeakMemory`), if known
+
+
+def _status_kb(field: str) -> int | None:
+    """A field of Linux's ``/proc/self/status`` in kB (``VmRSS``, ``VmHWM``), or ``None``."""
+    try:
+        found = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as peak: ...``, then ``peak.mb``: how far the memory in use rose
+    above its level on entry while the block ran, in MB. On a CUDA device, the memory PyTorch's
+    allocator handed out (``torch.cuda.max_memory_allocated``). On a CPU under Linux, the
+    process's peak resident memory (``VmHWM``, reset on entry through ``/proc/self/clear_refs``):
+    a lower bound, as memory that the allocator kept from earlier work is reused unseen.
+    ``None`` where neither can be read (a CPU under macOS or Windows)."""
+
+    def __init__(self, device):
+        self.device, self.mb, self._start = torch.device(device), None, None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+                self._start = _status_kb("VmRSS")
+            except OSError:
+                self._start = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
+        elif self._start is not None and (peak := _status_kb("VmHWM")) is not None:
+            self.mb = max(peak - self._start, 0) / 1024
+        return False
 
 
 def fit(
@@ -225,11 +270,11 @@ def train_or_load(
     build: Callable[[], torch.nn.Module],
 ):
     """``train(setup, config)`` (which returns ``(model, history)``) and save the weights, the
-    history and the config as run ``name``; or, when this budget, seed and config were trained
-    before, ``build()`` the model and load them instead, onto ``setup.device``.
-    ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved run whose weights do not fit ``build()``'s
-    model, or that lacks its history, is refused with a ``RuntimeError`` that says what to do.
-    Returns ``(model, history)``."""
+    history (with the device and :class:`PeakMemory`'s peak) and the config as run ``name``;
+    or, when this budget, seed and config were trained before, ``build()`` the model and load
+    them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved run
+    whose weights do not fit ``build()``'s model, or that lacks its history, is refused with a
+    ``RuntimeError`` that says what to do. Returns ``(model, history)``."""
     path = run_path(name, setup, config)
     run = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(name, setup, config)
     if run is not None and "model" in run:
@@ -248,14 +293,17 @@ def train_or_load(
             ) from err
         model.eval()
         history = History(run["history"])
-        history.seconds = run["seconds"]
+        history.seconds, history.device = run["seconds"], run.get("device", "")
+        history.peak_mb = run.get("peak_mb")  # None in a run saved before it was measured
         print(
             f"{name}: loaded the model trained before ({history.seconds:.0f} s of training, "
             f"on {run.get('device', 'an unknown device')}) from {path}; set {RETRAIN_VAR}=1 to "
             "train again"
         )
         return model, history
-    model, history = train(setup, config)
+    with PeakMemory(setup.device) as peak:
+        model, history = train(setup, config)
+    history.device, history.peak_mb = str(setup.device), peak.mb
     save_run(
         name,
         setup,
@@ -263,5 +311,6 @@ def train_or_load(
         model=model.state_dict(),
         history=dict(history),
         seconds=history.seconds,
+        peak_mb=peak.mb,
     )
     return model, history

@@ -1,0 +1,38 @@
+"""Where a results file of ``benchmarks/`` came from, and how it is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def provenance(script: str, argv: list[str], device) -> dict:
+    """The commit, the command (``python -m benchmarks.<script> <argv>``), the device, machine
+    and torch's threads, and the UTC date of a run: the head of its results file."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "commit": commit or "unknown",
+        "command": f"python -m benchmarks.{script} " + " ".join(argv),
+        "device": str(device),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "threads": torch.get_num_threads(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_results(result: dict, out: Path) -> Path:
+    """``result`` as indented JSON at ``out`` (its folder made); no NaN, which JSON lacks."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    print(f"wrote {out}")
+    return out
