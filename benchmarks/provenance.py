@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ def provenance(script: str, argv: list[str], device) -> dict:
     ).stdout.strip()
     return {
         "commit": commit or "unknown",
-        "command": f"python -m benchmarks.{script} " + " ".join(argv),
+        "command": shlex.join(["python", "-m", f"benchmarks.{script}", *argv]),
         "device": str(device),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "threads": torch.get_num_threads(),

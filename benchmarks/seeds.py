@@ -2,6 +2,7 @@
 
     python -m benchmarks.seeds                      # seeds 0, 1 and 2 at the quick budget
     python -m benchmarks.seeds --seeds 1,2 --out /tmp/s.json
+    python -m benchmarks.seeds --methods Siamese     # re-measure one method in the file
 
 Run it from the repository root, with ``$OMNIGLOT_ROOT`` set as for the chapters. One seed is an
 anecdote: the same code trained with another seed lands a few points away, and chapter 11's
@@ -14,14 +15,17 @@ was executed) is loaded, not trained again.
 
 It writes ``benchmarks/results/seeds/<budget>.json`` (``--out`` to change it; a folder of its own,
 as "What it costs" reads every file of ``benchmarks/results/``): per method and
-seed the per-episode accuracies and the training seconds, with the machine, commit, command and
-date. Chapter 11 reads the file, when it is there, and shows the spread across seeds beside the
-interval across episodes.
+seed the per-episode accuracies, the training seconds and the key of the method's config, with
+the machine, commit, command and date. ``--methods`` measures only those methods and replaces
+their entries in the file, whose ``updates`` then say which commit and command did. Chapter 11
+reads the file, when it is there, and shows the spread across seeds beside the interval across
+episodes, leaving out an entry whose config is not the method's config now.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -36,10 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTING = "5-way 1-shot"
 
 
-def run_seed(seed: int) -> dict:
-    """Every registered method trained (or loaded) with ``seed`` and tested on the fixed 5-way
-    1-shot episodes: ``{method: {"per_episode": [...], "seconds": s}}`` (the run's training
-    seconds; 0 for a method that learns nothing)."""
+def run_seed(seed: int, names=None) -> dict:
+    """Every registered method (or those ``names``) trained (or loaded) with ``seed`` and tested
+    on the fixed 5-way 1-shot episodes: ``{method: {"per_episode": [...], "seconds": s,
+    "config": key}}`` (the run's training seconds, 0 for a method that learns nothing; the key
+    of its config, ``None`` without one, by which chapter 11 sees an entry made before the
+    config changed)."""
     import utils.methods  # noqa: F401  (the chapters' code registers every method)
     from utils.config import setup
     from utils.registry import METHODS, measure
@@ -47,10 +53,13 @@ def run_seed(seed: int) -> dict:
     S = setup(seed=seed)
     found = {}
     for name, method in METHODS.items():
+        if names is not None and name not in names:
+            continue
         _, history, _, results = measure(method, S, S.n_test_episodes, settings=(SETTING,))
         found[name] = {
             "per_episode": [float(x) for x in results[SETTING].per_episode],
             "seconds": float(history.seconds) if history is not None else 0.0,
+            "config": None if method.config is None else method.config.at(S.budget).key(),
         }
     return found
 
@@ -59,6 +68,11 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--out", help="the JSON file (default benchmarks/results/seeds/<budget>.json)")
+    p.add_argument(
+        "--methods",
+        help="comma-separated method names: measure only these, and replace their entries in "
+        "the file (of the same budget, protocol and seeds), keeping the others",
+    )
     args = p.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -69,11 +83,30 @@ def main(argv=None) -> dict:
     budget = os.environ.get("FEWSHOT_BUDGET", "quick")
     os.environ["FEWSHOT_BUDGET"] = budget
     sys.path.insert(0, str(ROOT))
+    out = (
+        Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "seeds" / f"{budget}.json"
+    )
+    names = before = None
+    if args.methods:
+        import utils.methods  # noqa: F401  (the chapters' code registers every method)
+        from utils.registry import METHODS
+
+        names = [n.strip() for n in args.methods.split(",")]
+        unknown = [n for n in names if n not in METHODS]
+        if unknown:
+            raise SystemExit(f"--methods: unknown {unknown}; choose among {', '.join(METHODS)}")
+        before = json.loads(out.read_text()) if out.is_file() else None
+        same = {"budget": budget, "protocol": RECORD_PROTOCOL, "seeds": seeds}
+        if before is None or any(before["meta"].get(k) != v for k, v in same.items()):
+            raise SystemExit(
+                f"--methods replaces entries of {out}, which must exist with {same}: "
+                "run without --methods to make it"
+            )
     start = time.perf_counter()
     by_seed = {}
     for seed in seeds:
         t = time.perf_counter()
-        by_seed[str(seed)] = run_seed(seed)
+        by_seed[str(seed)] = run_seed(seed, names)
         print(f"seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
     result = {
         "meta": {
@@ -90,9 +123,12 @@ def main(argv=None) -> dict:
             name: {seed: by_seed[seed][name] for seed in by_seed} for name in by_seed[str(seeds[0])]
         },
     }
-    out = (
-        Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "seeds" / f"{budget}.json"
-    )
+    if before is not None:  # the other methods' entries as they were, and who replaced these
+        update = {"methods": names, **result["meta"]}
+        for key in ("budget", "setting", "protocol", "seeds"):
+            update.pop(key)
+        before["meta"]["updates"] = [*before["meta"].get("updates", []), update]
+        result = {"meta": before["meta"], "methods": before["methods"] | result["methods"]}
     write_results(result, out)
     return result
 

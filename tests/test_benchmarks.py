@@ -68,6 +68,25 @@ def test_seed_study_measures_every_registered_method_per_seed(real, monkeypatch,
     found = seeds.run_seed(3)
     assert list(found) == ["pixels"] and found["pixels"]["seconds"] == 0.0
     assert len(found["pixels"]["per_episode"]) == 200  # the quick budget's test episodes
+    assert found["pixels"]["config"] is None  # a method without a config
+    # --methods replaces the named methods' entries of a file and keeps the others
+    out = tmp_path / "seeds.json"
+    with pytest.raises(SystemExit, match="must exist"):
+        seeds.main(["--seeds", "3", "--methods", "pixels", "--out", str(out)])
+    with pytest.raises(SystemExit, match="unknown \\['nope'\\]"):
+        seeds.main(["--seeds", "3", "--methods", "nope", "--out", str(out)])
+    first = seeds.main(["--seeds", "3", "--out", str(out)])
+    first["methods"]["other"] = {"3": {"per_episode": [0.5], "seconds": 1.0, "config": "k"}}
+    out.write_text(json.dumps(first))
+    again = seeds.main(["--seeds", "3", "--methods", "pixels", "--out", str(out)])
+    assert (
+        list(again["methods"]) == ["pixels", "other"]
+        and again["methods"]["other"]["3"]["seconds"] == 1.0
+    )
+    assert (
+        again["meta"]["updates"][0]["methods"] == ["pixels"]
+        and "commit" in again["meta"]["updates"][0]
+    )
 
 
 def test_seed_study_refuses_bad_seeds():
