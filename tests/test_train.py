@@ -82,18 +82,31 @@ def test_train_or_load_trains_once(tmp_path, monkeypatch, capsys):
 
 def test_peak_memory_sees_a_tensor_made_inside():
     """PeakMemory: a 40 MB tensor made and freed inside the block raises the peak by about that
-    much (on Linux; elsewhere on a CPU it says it cannot tell: None)."""
-    from utils.train import PeakMemory
+    much (on Linux; elsewhere on a CPU it says it cannot tell: None). In a fresh process, whose
+    allocator keeps no freed memory from earlier tests."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    with PeakMemory("cpu") as nothing:
-        pass
-    with PeakMemory("cpu") as peak:
-        x = torch.ones(10_000_000)  # 40 MB
-        del x
-    if peak.mb is None:
-        assert nothing.mb is None
+    code = (
+        "import json, torch\n"
+        "from utils.train import PeakMemory\n"
+        "with PeakMemory() as nothing:\n"
+        "    pass\n"
+        "with PeakMemory() as peak:\n"
+        "    x = torch.ones(10_000_000)  # 40 MB\n"
+        "    del x\n"
+        "print(json.dumps([nothing.mb, peak.mb, peak.device]))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    nothing, peak, device = json.loads(run.stdout.strip().splitlines()[-1])
+    if peak is None:
+        assert nothing is None
         pytest.skip("no /proc/self/status here: the peak is unknown")
-    assert 35 < peak.mb < 200 and nothing.mb < 35
+    assert 35 < peak < 200 and nothing < 35 and device == "cpu"
 
 
 def _toy_config():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import time
@@ -24,7 +25,7 @@ class History(dict):
 
     seconds: float = 0.0
     device: str = ""
-    peak_mb: float | None = None  # the peak memory of training (:class:`PeakMemory`), if known
+    peak_mb: float | None = None  # the loop's peak memory (:class:`PeakMemory`), if known
 
 
 def _status_kb(field: str) -> int | None:
@@ -37,33 +38,38 @@ def _status_kb(field: str) -> int | None:
 
 
 class PeakMemory:
-    """``with PeakMemory(device) as peak: ...``, then ``peak.mb``: how far the memory in use rose
-    above its level on entry while the block ran, in MB. On a CUDA device, the memory PyTorch's
-    allocator handed out (``torch.cuda.max_memory_allocated``). On a CPU under Linux, the
-    process's peak resident memory (``VmHWM``, reset on entry through ``/proc/self/clear_refs``):
-    a lower bound, as memory that the allocator kept from earlier work is reused unseen.
-    ``None`` where neither can be read (a CPU under macOS or Windows)."""
+    """``with PeakMemory() as peak: ...``, then ``peak.mb``: how far the memory in use rose above
+    its level on entry while the block ran, in MB, and ``peak.device``, whose memory it is. When
+    the block allocated memory on a CUDA device, the most that PyTorch's allocator handed out
+    there (``torch.cuda.max_memory_allocated``). Else, on a CPU under Linux, the process's peak
+    resident memory (``VmHWM``, reset on entry through ``/proc/self/clear_refs``, after glibc's
+    ``malloc_trim`` hands freed memory back): a lower bound, as memory that the allocator still
+    keeps from earlier work is reused unseen. ``None`` where neither can be read (a CPU under
+    macOS or Windows)."""
 
-    def __init__(self, device):
-        self.device, self.mb, self._start = torch.device(device), None, None
+    def __init__(self):
+        self.mb, self.device, self._cuda, self._cpu = None, "cpu", None, None
 
     def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-                self._start = _status_kb("VmRSS")
-            except OSError:
-                self._start = None
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            self._cuda = torch.cuda.memory_allocated()
+        try:  # freed memory back to the system first, so that reusing it shows (glibc)
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+            self._cpu = _status_kb("VmRSS")
+        except OSError:
+            self._cpu = None
         return self
 
     def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
-        elif self._start is not None and (peak := _status_kb("VmHWM")) is not None:
-            self.mb = max(peak - self._start, 0) / 1024
+        if self._cuda is not None and torch.cuda.max_memory_allocated() > self._cuda:
+            self.mb, self.device = (torch.cuda.max_memory_allocated() - self._cuda) / 2**20, "cuda"
+        elif self._cpu is not None and (peak := _status_kb("VmHWM")) is not None:
+            self.mb = max(peak - self._cpu, 0) / 1024
         return False
 
 
@@ -74,7 +80,8 @@ def fit(
     threads: int | None = None,
 ) -> History:
     """Call ``step(batch)`` for every batch (an episode, or a batch of images) with a
-    progress bar; ``step`` does one update and returns its metrics as ``{name: float}``.
+    progress bar; ``step`` does one update and returns its metrics as ``{name: float}``. The
+    history holds them, the loop's seconds and its peak memory (:class:`PeakMemory`).
 
     ``threads``: the CPU threads PyTorch uses during the loop (then restored). One thread suits
     training made of many small operations (Reptile's minibatches of ten images): it is about
@@ -89,15 +96,16 @@ def fit(
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        for batch in bar:
-            for name, value in step(batch).items():
-                history.setdefault(name, []).append(float(value))
-            bar.set_postfix(
-                {n: f"{np.mean(v[-50:]):.3f}" for n, v in history.items()}, refresh=False
-            )
+        with PeakMemory() as peak:  # the loop's own memory: models, optimizer, activations
+            for batch in bar:
+                for name, value in step(batch).items():
+                    history.setdefault(name, []).append(float(value))
+                bar.set_postfix(
+                    {n: f"{np.mean(v[-50:]):.3f}" for n, v in history.items()}, refresh=False
+                )
     finally:
         torch.set_num_threads(before)
-    history.seconds = time.perf_counter() - start
+    history.seconds, history.peak_mb = time.perf_counter() - start, peak.mb
     print(f"{desc}: {len(bar)} steps in {history.seconds:.0f} s")
     return history
 
@@ -270,7 +278,7 @@ def train_or_load(
     build: Callable[[], torch.nn.Module],
 ):
     """``train(setup, config)`` (which returns ``(model, history)``) and save the weights, the
-    history (with the device and :class:`PeakMemory`'s peak) and the config as run ``name``;
+    history (with its device and its loop's peak memory) and the config as run ``name``;
     or, when this budget, seed and config were trained before, ``build()`` the model and load
     them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved run
     whose weights do not fit ``build()``'s model, or that lacks its history, is refused with a
@@ -301,9 +309,8 @@ def train_or_load(
             "train again"
         )
         return model, history
-    with PeakMemory(setup.device) as peak:
-        model, history = train(setup, config)
-    history.device, history.peak_mb = str(setup.device), peak.mb
+    model, history = train(setup, config)
+    history.device = str(setup.device)
     save_run(
         name,
         setup,
@@ -311,6 +318,6 @@ def train_or_load(
         model=model.state_dict(),
         history=dict(history),
         seconds=history.seconds,
-        peak_mb=peak.mb,
+        peak_mb=history.peak_mb,
     )
     return model, history
