@@ -33,10 +33,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.provenance import provenance, write_results
+from benchmarks.provenance import ROOT, provenance, write_results
 from utils.registry import RECORD_PROTOCOL
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTING = "5-way 1-shot"
 
 
@@ -108,27 +107,25 @@ def main(argv=None) -> dict:
         t = time.perf_counter()
         by_seed[str(seed)] = run_seed(seed, names)
         print(f"seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
-    result = {
-        "meta": {
-            "budget": budget,
-            "setting": SETTING,
-            "protocol": RECORD_PROTOCOL,  # a file without it was made before that protocol
-            "seeds": seeds,
-            **provenance(
-                "seeds", argv or sys.argv[1:], "cuda" if torch.cuda.is_available() else "cpu"
-            ),
-            "seconds": round(time.perf_counter() - start),
-        },
-        "methods": {
-            name: {seed: by_seed[seed][name] for seed in by_seed} for name in by_seed[str(seeds[0])]
-        },
+    made = {
+        **provenance("seeds", argv or sys.argv[1:], "cuda" if torch.cuda.is_available() else "cpu"),
+        "seconds": round(time.perf_counter() - start),
     }
-    if before is not None:  # the other methods' entries as they were, and who replaced these
-        update = {"methods": names, **result["meta"]}
-        for key in ("budget", "setting", "protocol", "seeds"):
-            update.pop(key)
-        before["meta"]["updates"] = [*before["meta"].get("updates", []), update]
-        result = {"meta": before["meta"], "methods": before["methods"] | result["methods"]}
+    methods = {name: {s: by_seed[s][name] for s in by_seed} for name in by_seed[str(seeds[0])]}
+    if before is None:
+        result = {
+            "meta": {
+                "budget": budget,
+                "setting": SETTING,
+                "protocol": RECORD_PROTOCOL,  # a file without it was made before that protocol
+                "seeds": seeds,
+                **made,
+            },
+            "methods": methods,
+        }
+    else:  # the other methods' entries as they were, and who replaced these
+        before["meta"]["updates"] = [*before["meta"].get("updates", []), {"methods": names, **made}]
+        result = {"meta": before["meta"], "methods": before["methods"] | methods}
     write_results(result, out)
     return result
 

@@ -28,11 +28,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-
-from benchmarks.provenance import provenance, write_results
+from benchmarks.provenance import ROOT, provenance, write_results
 from utils.registry import RECORD_PROTOCOL
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTING = "5-way 1-shot"
 RATE_FIELDS = ("lr", "meta_lr", "inner_lr")  # MAML's meta_lr; Reptile's inner Adam's rate
 FACTORS = (1 / 3, 1.0, 3.0)
@@ -60,7 +58,7 @@ def tune(method, S, factors=FACTORS, n_episodes: int = N_EPISODES) -> dict:
     field = rate_field(method.config)
     book = getattr(method.config.at(S.budget), field)
     episodes = Episodes(
-        load_split("val", rotations=False), *(5, 1), N_QUERY, n_episodes, seed=EPISODE_SEED
+        load_split("val", rotations=False), 5, 1, N_QUERY, n_episodes, seed=EPISODE_SEED
     )
     values = {}
     for factor in factors:

@@ -66,8 +66,9 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc):
-        if self._cuda is not None and torch.cuda.max_memory_allocated() > self._cuda:
-            self.mb, self.device = (torch.cuda.max_memory_allocated() - self._cuda) / 2**20, "cuda"
+        cuda = torch.cuda.max_memory_allocated() - self._cuda if self._cuda is not None else 0
+        if cuda > 0:
+            self.mb, self.device = cuda / 2**20, "cuda"
         elif self._cpu is not None and (peak := _status_kb("VmHWM")) is not None:
             self.mb = max(peak - self._cpu, 0) / 1024
         return False
