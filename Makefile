@@ -76,10 +76,11 @@ format: env
 unit: env
 	$(BIN)/python -m pytest tests
 
+# Every chapter once under nbval, two side by side with one thread each on two cores (chapter
+# 11 last, alone): tools/execute.py says why and in which order; logs in _build/logs/.
 notebooks: env
 	rm -rf $(EXECUTED)/chapters
-	cd chapters && FEWSHOT_EXECUTED_DIR=$(CURDIR)/$(EXECUTED)/chapters \
-	    ../$(BIN)/python -m pytest --nbval-lax --durations=60 -p no:cacheprovider .
+	FEWSHOT_EXECUTED_DIR=$(CURDIR)/$(EXECUTED)/chapters $(BIN)/python -m tools.execute
 
 # The comparison chapter on its own, as in Colab or first in a fresh clone: on a cache without
 # trained runs it trains every method with the chapters' code (utils/methods.py) before comparing

@@ -727,10 +727,13 @@ def tiny_episode(n_way=3, k_shot=2, n_query=2):
     return support, torch.arange(n_way).repeat_interleave(k_shot), query
 
 
-@pytest.mark.parametrize("adapt", [None, M.protomaml_adapt], ids=["maml", "protomaml"])
+@pytest.mark.parametrize(
+    "adapt", [None, M.anil_adapt, M.protomaml_adapt], ids=["maml", "anil", "protomaml"]
+)
 def test_scores_along_one_adaptation_are_those_of_each_count_alone(adapt):
     """The validation choice of test-time steps scores every count along one adaptation: the
-    same scores as adapting anew for each count (ProtoMAML's inner loop starts again)."""
+    same scores as adapting anew for each count (ProtoMAML's head is set from the prototypes
+    once, then its steps go on as MAML's: ``protomaml_adapt.then``)."""
     torch.manual_seed(0)
     model = M.maml_conv4(3)
     support, labels, query = tiny_episode()

@@ -22,8 +22,9 @@ def test_fit_records_every_step(capsys):
 
 def test_fit_runs_on_the_threads_asked_and_restores_them():
     before, seen = torch.get_num_threads(), []
-    fit(lambda _: seen.append(torch.get_num_threads()) or {}, range(2), threads=1)
-    assert seen == [1, 1] and torch.get_num_threads() == before
+    history = fit(lambda _: seen.append(torch.get_num_threads()) or {}, range(2), threads=1)
+    assert seen == [1, 1] and history.threads == 1 and torch.get_num_threads() == before
+    assert fit(lambda _: {}, range(1)).threads == before  # recorded: the run's speed depends on it
 
     def boom(_):
         raise RuntimeError("boom")
@@ -72,7 +73,8 @@ def test_train_or_load_trains_once(tmp_path, monkeypatch, capsys):
     second, h2 = train_or_load("lin", s, lambda S, c: train(), None, lambda: torch.nn.Linear(2, 1))
     assert len(calls) == 1 and torch.equal(second.weight, first.weight)
     assert h2["loss"] == [1.0, 0.5] and h2.seconds == h1.seconds
-    assert h1.device == h2.device == "cpu"  # where it trained, whether trained now or loaded
+    n = torch.get_num_threads()  # where it trained, whether trained now or loaded
+    assert h1.device == h2.device == f"cpu, {n} thread{'s' * (n > 1)}"
     assert h1.peak_mb == h2.peak_mb and (h1.peak_mb is None or h1.peak_mb >= 0)
     assert "loaded the model trained before" in capsys.readouterr().out
     monkeypatch.setenv("FEWSHOT_RETRAIN", "1")

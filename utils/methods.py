@@ -982,22 +982,21 @@ def maml_query_scores(model, params, buffers, support, query, statistics="suppor
 
 def maml_along(model, lr, adapt=None, statistics="support"):
     """``along(support, support_labels, query, steps)``: the scores of :func:`classifier_maml`
-    after each number of ``steps`` (ascending), ``{k: scores}``. With :func:`maml_adapt` the
-    steps continue from one count to the next, so all cost as much as the largest; another
-    ``adapt`` (ProtoMAML's sets its head anew from the prototypes) starts again for each."""
+    after each number of ``steps`` (ascending), ``{k: scores}``, along one adaptation: the steps
+    continue from one count to the next, so all cost as much as the largest. The inner loop
+    (:func:`maml_adapt`, or ``adapt``) goes on from its own result, or, when ``adapt`` has an
+    attribute ``then``, with that inner loop (ProtoMAML's sets its head from the prototypes
+    once, at the start, and then takes MAML's steps)."""
+    first = adapt or maml_adapt
+    go_on = getattr(first, "then", first)
 
     def along(support, support_labels, query, steps):
-        start = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+        params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
         buffers = dict(model.named_buffers())
-        params, done, scores = start, 0, {}
+        inner, done, scores = first, 0, {}
         for k in steps:
-            if adapt is None:
-                params = maml_adapt(
-                    model, params, buffers, support, support_labels, k - done, lr, True
-                )
-                done = k
-            else:
-                params = adapt(model, start, buffers, support, support_labels, k, lr, True)
+            params = inner(model, params, buffers, support, support_labels, k - done, lr, True)
+            inner, done = go_on, k
             scores[k] = maml_query_scores(model, params, buffers, support, query, statistics)
         return scores
 
@@ -1339,6 +1338,9 @@ def protomaml_adapt(model, params, buffers, x, y, steps, lr, first_order=False):
     c = protonet_prototypes(z, y)
     params = {**params, "1.weight": 2 * c, "1.bias": -(c * c).sum(1)}
     return maml_adapt(model, params, buffers, x, y, steps, lr, first_order)
+
+
+protomaml_adapt.then = maml_adapt  # more steps go on as MAML's steps (chapter 7's maml_along)
 
 
 def train_anil(S, config=MAMLConfig()):

@@ -20,10 +20,12 @@ from .config import Config, Setup, cache_dir
 
 class History(dict):
     """Training metrics, one list per name (``history["loss"][i]`` is step ``i``'s loss),
-    the wall-clock ``seconds`` the loop took, and the ``device`` it ran on (set by
-    :func:`train_or_load`, for a run trained now or loaded; empty when unknown)."""
+    the wall-clock ``seconds`` the loop took, the CPU ``threads`` PyTorch used in it, and the
+    ``device`` it ran on (set by :func:`train_or_load`, for a run trained now or loaded: "cuda",
+    or "cpu, 2 threads"; empty when unknown)."""
 
     seconds: float = 0.0
+    threads: int | None = None
     device: str = ""
     peak_mb: float | None = None  # the loop's peak memory (:class:`PeakMemory`), if known
 
@@ -97,6 +99,7 @@ def fit(
     try:
         if threads is not None:
             torch.set_num_threads(threads)
+        history.threads = torch.get_num_threads()
         with PeakMemory() as peak:  # the loop's own memory: models, optimizer, activations
             for batch in bar:
                 for name, value in step(batch).items():
@@ -312,6 +315,8 @@ def train_or_load(
         return model, history
     model, history = train(setup, config)
     history.device = str(setup.device)
+    if setup.device.type == "cpu" and history.threads is not None:  # 1 thread is slower than 2
+        history.device += f", {history.threads} thread{'s' * (history.threads > 1)}"
     save_run(
         name,
         setup,
@@ -320,5 +325,6 @@ def train_or_load(
         history=dict(history),
         seconds=history.seconds,
         peak_mb=history.peak_mb,
+        device=history.device,
     )
     return model, history

@@ -1,0 +1,42 @@
+"""The chapters' runner (``tools/execute.py``): which chapter may start, and on how many threads.
+Its runs themselves are ``make notebooks``."""
+
+import pytest
+
+from tools import execute
+
+EVERY = execute.chapters()
+
+
+def test_the_chapters_are_the_notebooks_in_the_books_order():
+    assert EVERY[0] == "01_few_shot_problem" and execute.LAST in EVERY
+    assert EVERY == sorted(EVERY) and all(c in EVERY for c in execute.ORDER)
+    assert all(need in EVERY for needed in execute.NEEDS.values() for need in needed)
+
+
+def test_a_chapter_waits_for_the_runs_it_reads():
+    assert execute.needs(execute.LAST, EVERY) == set(EVERY) - {execute.LAST}
+    assert execute.needs("10_more_data_from_less", EVERY) == {"05_prototypical"}
+    assert execute.needs("10_more_data_from_less", ["10_more_data_from_less"]) == set()
+    waiting = ["09_what_meta_learning_learns", "10_more_data_from_less", execute.LAST]
+    assert execute.next_ready(waiting, set(), EVERY) is None
+    done = set(EVERY) - set(waiting)
+    assert execute.next_ready(waiting, done, EVERY) == "10_more_data_from_less"  # longest first
+    assert execute.next_ready([execute.LAST], set(EVERY) - {execute.LAST}, EVERY) == execute.LAST
+
+
+def test_the_longest_ready_chapter_starts_first():
+    assert execute.next_ready(EVERY, set(), EVERY) == execute.ORDER[0]
+
+
+def test_threads_share_the_cores():
+    assert execute.threads(2, 2) == 1 and execute.threads(2, 1) == 2
+    assert execute.threads(8, 2) == 4 and execute.threads(1, 2) == 1
+    with pytest.raises(ValueError, match="got 0, 2"):
+        execute.threads(0, 2)
+
+
+def test_an_unknown_chapter_is_refused_with_the_known_ones(capsys):
+    with pytest.raises(SystemExit):
+        execute.main(["99"])
+    assert "no chapter '99'; the chapters are 01_few_shot_problem" in capsys.readouterr().err

@@ -1,0 +1,177 @@
+"""Execute the book's chapters under nbval, two side by side, each chapter once.
+
+``make notebooks`` (so ``make test`` and ``make book``) runs this. Each chapter runs in its own
+pytest process (``pytest --nbval-lax``, from ``chapters/``), with its output in
+``_build/logs/<chapter>.log``, printed in part when the chapter ends.
+
+Two at a time: the chapters' training and test-time steps are small operations that two CPU
+threads share poorly. On the book's 2-core machine, two chapters side by side with one thread
+each finish 1.2 to 1.4 times as much work as one chapter with two threads (ProtoNet's and MAML's
+training, MAML's test-time adaptation), and twice as much for Reptile's training, which runs on
+one thread anyway. A machine with more cores gives each chapter half of them.
+
+Order: a chapter starts once the chapters whose trained models or records it reads have ended
+(:data:`NEEDS`); among those ready, the longest first (:data:`ORDER`). The comparison, chapter
+11, reads every method's run and record: it runs last, alone, with every thread. The first
+chapter that fails stops the others; the exit status is 1 then, else 0.
+
+    python -m tools.execute                      # every chapter
+    python -m tools.execute 05_prototypical 10   # some (names or their numbers)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = ROOT / "chapters"
+LOGS = ROOT / "_build" / "logs"
+LAST = "11_comparison"  # reads every other chapter's runs and records
+NEEDS = {  # chapter -> the chapters whose runs or records it loads (else it would train them)
+    "09_what_meta_learning_learns": {
+        "01_few_shot_problem",  # the record of the pixels' nearest class mean
+        "02_transfer_learning",  # the transfer backbone and SimpleShot's record
+        "05_prototypical",  # ProtoNet
+        "07_maml",  # MAML and its record
+    },
+    "10_more_data_from_less": {"05_prototypical"},
+}
+# The longest first, as measured in CI on two cores: chapter 7 then 9 is the longest chain.
+ORDER = (
+    "07_maml",
+    "02_transfer_learning",
+    "05_prototypical",
+    "01_few_shot_problem",
+    "10_more_data_from_less",
+    "09_what_meta_learning_learns",
+    "08_reptile",
+    "06_relation",
+    "03_siamese",
+    "04_matching",
+)
+
+
+def chapters() -> list[str]:
+    """The chapters' names (``"07_maml"``), in the book's order."""
+    return sorted(p.stem for p in CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def needs(chapter: str, among: list[str]) -> set[str]:
+    """The chapters of ``among`` that must end before ``chapter`` starts."""
+    if chapter == LAST:
+        return set(among) - {chapter}
+    return NEEDS.get(chapter, set()) & set(among)
+
+
+def next_ready(waiting: list[str], done: set[str], among: list[str]) -> str | None:
+    """The chapter of ``waiting`` (in :data:`ORDER`'s order, then the book's) whose needs are all
+    ``done``, or ``None`` when none is ready yet."""
+    rank = {c: i for i, c in enumerate(ORDER)}
+    for chapter in sorted(waiting, key=lambda c: (rank.get(c, len(ORDER)), c)):
+        if needs(chapter, among) <= done:
+            return chapter
+    return None
+
+
+def threads(cores: int, side_by_side: int) -> int:
+    """The CPU threads of a chapter that runs beside ``side_by_side - 1`` others."""
+    if cores < 1 or side_by_side < 1:
+        raise ValueError(f"cores and side_by_side must be at least 1, got {cores}, {side_by_side}")
+    return max(1, cores // side_by_side)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _start(chapter: str, n_threads: int, durations: int) -> tuple[subprocess.Popen, Path]:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{chapter}.log"
+    env = os.environ | {"OMP_NUM_THREADS": str(n_threads), "MKL_NUM_THREADS": str(n_threads)}
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider"]
+    command += [f"--durations={durations}", "--durations-min=1", f"{chapter}.ipynb"]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=CHAPTERS, env=env, stdout=out, stderr=out)
+    return process, log
+
+
+def _summary(log: Path) -> tuple[str, list[str]]:
+    """The last line of pytest's report in ``log``, and its slowest cells."""
+    lines = log.read_text(errors="replace").splitlines()
+    last = next((ln.strip("= ") for ln in reversed(lines) if ln.startswith("=")), "no report")
+    slow = [ln for ln in lines if re.match(r"\d+\.\d+s (call|setup|teardown) ", ln)]
+    return last, slow
+
+
+def run(selected: list[str], jobs: int = 2, durations: int = 10) -> int:
+    """Execute ``selected`` chapters, ``jobs`` at a time; 0 when all pass, else 1."""
+    cores, start = _cores(), time.perf_counter()
+    jobs = max(1, min(jobs, cores))
+    waiting, done, running, took = list(selected), set(), {}, {}
+    stamp = lambda: f"[{time.perf_counter() - start:5.0f} s]"  # noqa: E731
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            chapter = next_ready(waiting, done, selected)
+            if chapter is None and not running:  # cannot happen while NEEDS has no cycle
+                raise RuntimeError(f"no chapter of {waiting} can start: check NEEDS")
+            if chapter is None:
+                break
+            waiting.remove(chapter)
+            alone = not running and not [c for c in waiting if needs(c, selected) <= done]
+            n = threads(cores, 1 if alone else jobs)
+            running[chapter] = (*_start(chapter, n, durations), time.perf_counter())
+            print(f"{stamp()} {chapter}: started, {n} thread{'s' * (n > 1)}", flush=True)
+        time.sleep(1)
+        for chapter, (process, log, began) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[chapter]
+            took[chapter] = time.perf_counter() - began
+            last, slow = _summary(log)
+            print(f"{stamp()} {chapter}: {last} ({took[chapter]:.0f} s)", flush=True)
+            for line in slow:
+                print(f"    {line}")
+            if process.returncode != 0:
+                print(f"--- {log}, its last 150 lines ---")
+                print("\n".join(log.read_text(errors="replace").splitlines()[-150:]))
+                for other, (p, _, _) in running.items():
+                    p.terminate()
+                    print(f"{stamp()} {other}: stopped")
+                for p, _, _ in running.values():
+                    p.wait()
+                return 1
+            done.add(chapter)
+    print(f"{stamp()} every chapter passed; each chapter's seconds:")
+    for chapter in selected:
+        print(f"    {took[chapter]:6.0f} s  {chapter}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("chapters", nargs="*", help="names or numbers (default: every chapter)")
+    parser.add_argument("--jobs", type=int, default=2, help="chapters side by side (default 2)")
+    args = parser.parse_args(argv)
+    every = chapters()
+    selected = []
+    for name in args.chapters or every:
+        match = [c for c in every if c == name or c.split("_")[0] == name.zfill(2)]
+        if not match:
+            parser.error(f"no chapter {name!r}; the chapters are {', '.join(every)}")
+        selected += match
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    return run(selected, args.jobs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
