@@ -37,3 +37,20 @@ def write_results(result: dict, out: Path) -> Path:
     out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     print(f"wrote {out}")
     return out
+
+
+def method_names(text: str, known) -> list[str]:
+    """The method names in ``text``, a ``--methods`` option: separated by commas, a name that
+    holds a comma itself (``"ProtoNet, affine training"``) read whole when it is one of
+    ``known``. A name that is not known is refused with a ``SystemExit`` that lists them."""
+    parts, names = [p.strip() for p in text.split(",")], []
+    while parts:
+        for n in range(len(parts), 0, -1):  # the longest run of parts that is a known name
+            name = ", ".join(parts[:n])
+            if name in known or n == 1:
+                break
+        if name not in known:
+            raise SystemExit(f"--methods: unknown {name!r}; choose among {', '.join(known)}")
+        names.append(name)
+        parts = parts[n:]
+    return names

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.provenance import ROOT, provenance, write_results
+from benchmarks.provenance import ROOT, method_names, provenance, write_results
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -90,10 +90,7 @@ def main(argv=None) -> dict:
         import utils.methods  # noqa: F401  (the chapters' code registers every method)
         from utils.registry import METHODS
 
-        names = [n.strip() for n in args.methods.split(",")]
-        unknown = [n for n in names if n not in METHODS]
-        if unknown:
-            raise SystemExit(f"--methods: unknown {unknown}; choose among {', '.join(METHODS)}")
+        names = method_names(args.methods, list(METHODS))
         before = json.loads(out.read_text()) if out.is_file() else None
         same = {"budget": budget, "protocol": RECORD_PROTOCOL, "seeds": seeds}
         if before is None or any(before["meta"].get(k) != v for k, v in same.items()):

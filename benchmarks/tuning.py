@@ -14,7 +14,9 @@ the test-time choices). No test episode is touched.
 
 It writes ``benchmarks/results/tuning/<budget>.json`` (``--out`` to change it): per method the
 field, the book's value, and per value the per-episode validation accuracies and the training
-seconds, with the machine, commit, command and date. Chapter 11 reads it: how far the
+seconds, with the machine, commit, command and date. With ``--methods``, a file of the same
+budget, factors and protocol keeps its other methods' entries, and its ``updates`` say which
+commit and command replaced these. Chapter 11 reads it: how far the
 accuracy moves with the learning rate, and whether the book's value is within the 95 % interval
 of the best one's.
 """
@@ -22,13 +24,14 @@ of the best one's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.provenance import ROOT, provenance, write_results
+from benchmarks.provenance import ROOT, method_names, provenance, write_results
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -100,34 +103,36 @@ def main(argv=None) -> dict:
             runs.add(m.run)
             chosen.append(name)
     if args.methods:
-        asked = [n.strip() for n in args.methods.split(",")]
-        unknown = [n for n in asked if n not in METHODS or METHODS[n].run is None]
-        if unknown:
-            raise SystemExit(
-                f"--methods: {unknown} are not trained methods; choose among {', '.join(chosen)}"
-            )
-        chosen = asked
-    S = setup(seed=0)
-    start = time.perf_counter()
-    found = {name: tune(METHODS[name], S, factors) for name in chosen}
-    result = {
-        "meta": {
-            "budget": budget,
-            "setting": SETTING,
-            "split": "val, unrotated",
-            "episodes": N_EPISODES,
-            "protocol": RECORD_PROTOCOL,
-            "factors": factors,
-            **provenance("tuning", argv or sys.argv[1:], S.device),
-            "seconds": round(time.perf_counter() - start),
-        },
-        "methods": found,
-    }
+        chosen = method_names(args.methods, [n for n in METHODS if METHODS[n].run])
     out = (
         Path(args.out)
         if args.out
         else ROOT / "benchmarks" / "results" / "tuning" / f"{budget}.json"
     )
+    same = {
+        "budget": budget,
+        "setting": SETTING,
+        "split": "val, unrotated",
+        "episodes": N_EPISODES,
+        "protocol": RECORD_PROTOCOL,
+        "factors": factors,
+    }
+    before = json.loads(out.read_text()) if args.methods and out.is_file() else None
+    if before is not None and any(before["meta"].get(k) != v for k, v in same.items()):
+        before = None  # another protocol: the file is made anew
+    S = setup(seed=0)
+    start = time.perf_counter()
+    found = {name: tune(METHODS[name], S, factors) for name in chosen}
+    made = {
+        **provenance("tuning", argv or sys.argv[1:], S.device),
+        "seconds": round(time.perf_counter() - start),
+    }
+    if before is None:
+        result = {"meta": {**same, **made}, "methods": found}
+    else:  # --methods on a file of the same protocol: these entries replaced, the others kept
+        update = {"methods": chosen, **made}
+        before["meta"]["updates"] = [*before["meta"].get("updates", []), update]
+        result = {"meta": before["meta"], "methods": before["methods"] | found}
     write_results(result, out)
     return result
 
