@@ -40,3 +40,22 @@ def test_an_unknown_chapter_is_refused_with_the_known_ones(capsys):
     with pytest.raises(SystemExit):
         execute.main(["99"])
     assert "no chapter '99'; the chapters are 01_few_shot_problem" in capsys.readouterr().err
+
+
+def _notebook(path, code):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    nbformat.write(nb, str(path))
+
+
+def test_a_failing_chapter_fails_the_run_and_shows_its_log(tmp_path, monkeypatch, capsys):
+    _notebook(tmp_path / "01_fine.ipynb", "print('fine')")
+    _notebook(tmp_path / "02_broken.ipynb", "raise ValueError('broken on purpose')")
+    monkeypatch.setattr(execute, "CHAPTERS", tmp_path)
+    monkeypatch.setattr(execute, "LOGS", tmp_path / "logs")
+    assert execute.chapters() == ["01_fine", "02_broken"]
+    assert execute.run(["01_fine"]) == 0
+    assert execute.run(["01_fine", "02_broken"]) == 1
+    out = capsys.readouterr().out
+    assert "broken on purpose" in out and (tmp_path / "logs" / "02_broken.log").is_file()

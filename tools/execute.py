@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -99,9 +100,19 @@ def _start(chapter: str, n_threads: int, durations: int) -> tuple[subprocess.Pop
     env = os.environ | {"OMP_NUM_THREADS": str(n_threads), "MKL_NUM_THREADS": str(n_threads)}
     command = [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider"]
     command += [f"--durations={durations}", "--durations-min=1", f"{chapter}.ipynb"]
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=CHAPTERS, env=env, stdout=out, stderr=out)
+    with open(log, "w") as out:  # its own process group: stopped with its kernel (_stop)
+        process = subprocess.Popen(
+            command, cwd=CHAPTERS, env=env, stdout=out, stderr=out, start_new_session=True
+        )
     return process, log
+
+
+def _stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def _summary(log: Path) -> tuple[str, list[str]]:
@@ -144,10 +155,8 @@ def run(selected: list[str], jobs: int = 2, durations: int = 10) -> int:
                 print(f"--- {log}, its last 150 lines ---")
                 print("\n".join(log.read_text(errors="replace").splitlines()[-150:]))
                 for other, (p, _, _) in running.items():
-                    p.terminate()
+                    _stop(p)
                     print(f"{stamp()} {other}: stopped")
-                for p, _, _ in running.values():
-                    p.wait()
                 return 1
             done.add(chapter)
     print(f"{stamp()} every chapter passed; each chapter's seconds:")
