@@ -129,36 +129,38 @@ def run(selected: list[str], jobs: int = 2, durations: int = 10) -> int:
     jobs = max(1, min(jobs, cores))
     waiting, done, running, took = list(selected), set(), {}, {}
     stamp = lambda: f"[{time.perf_counter() - start:5.0f} s]"  # noqa: E731
-    while waiting or running:
-        while waiting and len(running) < jobs:
-            chapter = next_ready(waiting, done, selected)
-            if chapter is None and not running:  # cannot happen while NEEDS has no cycle
-                raise RuntimeError(f"no chapter of {waiting} can start: check NEEDS")
-            if chapter is None:
-                break
-            waiting.remove(chapter)
-            alone = not running and not [c for c in waiting if needs(c, selected) <= done]
-            n = threads(cores, 1 if alone else jobs)
-            running[chapter] = (*_start(chapter, n, durations), time.perf_counter())
-            print(f"{stamp()} {chapter}: started, {n} thread{'s' * (n > 1)}", flush=True)
-        time.sleep(1)
-        for chapter, (process, log, began) in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[chapter]
-            took[chapter] = time.perf_counter() - began
-            last, slow = _summary(log)
-            print(f"{stamp()} {chapter}: {last} ({took[chapter]:.0f} s)", flush=True)
-            for line in slow:
-                print(f"    {line}")
-            if process.returncode != 0:
-                print(f"--- {log}, its last 150 lines ---")
-                print("\n".join(log.read_text(errors="replace").splitlines()[-150:]))
-                for other, (p, _, _) in running.items():
-                    _stop(p)
-                    print(f"{stamp()} {other}: stopped")
-                return 1
-            done.add(chapter)
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                chapter = next_ready(waiting, done, selected)
+                if chapter is None and not running:  # cannot happen while NEEDS has no cycle
+                    raise RuntimeError(f"no chapter of {waiting} can start: check NEEDS")
+                if chapter is None:
+                    break
+                waiting.remove(chapter)
+                alone = not running and not [c for c in waiting if needs(c, selected) <= done]
+                n = threads(cores, 1 if alone else jobs)
+                running[chapter] = (*_start(chapter, n, durations), time.perf_counter())
+                print(f"{stamp()} {chapter}: started, {n} thread{'s' * (n > 1)}", flush=True)
+            time.sleep(1)
+            for chapter, (process, log, began) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[chapter]
+                took[chapter] = time.perf_counter() - began
+                last, slow = _summary(log)
+                print(f"{stamp()} {chapter}: {last} ({took[chapter]:.0f} s)", flush=True)
+                for line in slow:
+                    print(f"    {line}")
+                if process.returncode != 0:
+                    print(f"--- {log}, its last 150 lines ---")
+                    print("\n".join(log.read_text(errors="replace").splitlines()[-150:]))
+                    return 1  # the others are stopped below
+                done.add(chapter)
+    finally:  # a chapter failed, Ctrl-C, or an error here: the chapters still running stop
+        for chapter, (process, _, _) in running.items():
+            _stop(process)
+            print(f"{stamp()} {chapter}: stopped")
     print(f"{stamp()} every chapter passed; each chapter's seconds:")
     for chapter in selected:
         print(f"    {took[chapter]:6.0f} s  {chapter}")
@@ -179,6 +181,7 @@ def main(argv=None) -> int:
         selected += match
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: stop the chapters too
     return run(selected, args.jobs)
 
 
