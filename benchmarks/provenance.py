@@ -39,6 +39,14 @@ def write_results(result: dict, out: Path) -> Path:
     return out
 
 
+def merged(before: dict, methods: dict, update: dict) -> dict:
+    """A results file's contents ``before`` with the entries of ``methods`` replaced or added,
+    the others kept, and ``update`` (the methods measured again, with the provenance of that
+    run) appended to its ``meta["updates"]``."""
+    meta = {**before["meta"], "updates": [*before["meta"].get("updates", []), update]}
+    return {"meta": meta, "methods": before["methods"] | methods}
+
+
 def method_names(text: str, known) -> list[str]:
     """The method names in ``text``, a ``--methods`` option: separated by commas, a name that
     holds a comma itself (``"ProtoNet, affine training"``) read whole when it is one of

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.provenance import ROOT, method_names, provenance, write_results
+from benchmarks.provenance import ROOT, merged, method_names, provenance, write_results
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -121,8 +121,7 @@ def main(argv=None) -> dict:
             "methods": methods,
         }
     else:  # the other methods' entries as they were, and who replaced these
-        before["meta"]["updates"] = [*before["meta"].get("updates", []), {"methods": names, **made}]
-        result = {"meta": before["meta"], "methods": before["methods"] | methods}
+        result = merged(before, methods, {"methods": names, **made})
     write_results(result, out)
     return result
 

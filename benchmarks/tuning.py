@@ -31,7 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.provenance import ROOT, method_names, provenance, write_results
+from benchmarks.provenance import ROOT, merged, method_names, provenance, write_results
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -130,9 +130,7 @@ def main(argv=None) -> dict:
     if before is None:
         result = {"meta": {**same, **made}, "methods": found}
     else:  # --methods on a file of the same protocol: these entries replaced, the others kept
-        update = {"methods": chosen, **made}
-        before["meta"]["updates"] = [*before["meta"].get("updates", []), update]
-        result = {"meta": before["meta"], "methods": before["methods"] | found}
+        result = merged(before, found, {"methods": chosen, **made})
     write_results(result, out)
     return result
 
