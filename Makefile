@@ -1,6 +1,7 @@
 # The book's two commands (see README.md):
 #   make book   create .venv, install everything, execute every chapter once, render the HTML book
 #   make test   same set-up, then the lint (ruff), the unit tests and every notebook under nbval
+#               (the unit tests as one more job beside the chapters: tools/execute.py)
 # Both execute the chapters the same way, under nbval, which saves each executed notebook to
 # _build/executed/; `make html` renders the book from those (no second execution).
 # and a few more: make serve, make lab, make assignments, make grade SUBMISSIONS=dir,
@@ -61,7 +62,11 @@ serve:
 	@echo "Serving the book on http://localhost:$(PORT) (Ctrl-C stops it)"
 	$(BIN)/python -m http.server --directory _build/html $(PORT)
 
-test: lint unit notebooks
+# The lint, then the unit tests and the chapters in one run of tools/execute.py: the unit tests
+# take one of its two lanes first, the chapters the rest (`make unit` runs the unit tests alone).
+test: lint
+	rm -rf $(EXECUTED)/chapters
+	FEWSHOT_EXECUTED_DIR=$(CURDIR)/$(EXECUTED)/chapters $(BIN)/python -m tools.execute --unit-tests
 
 # ruff over utils/, tests/, benchmarks/, .ci/ and the chapters' code cells (pyproject.toml): the
 # lint rules, and the format (lines of at most 100 characters). `make format` rewrites the files.

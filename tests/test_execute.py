@@ -10,7 +10,8 @@ EVERY = execute.chapters()
 
 def test_the_chapters_are_the_notebooks_in_the_books_order():
     assert EVERY[0] == "01_few_shot_problem" and execute.LAST in EVERY
-    assert EVERY == sorted(EVERY) and all(c in EVERY for c in execute.ORDER)
+    assert EVERY == sorted(EVERY) and execute.UNIT not in EVERY
+    assert all(c in EVERY for c in execute.ORDER if c != execute.UNIT)
     assert all(need in EVERY for needed in execute.NEEDS.values() for need in needed)
 
 
@@ -27,6 +28,17 @@ def test_a_chapter_waits_for_the_runs_it_reads():
 
 def test_the_longest_ready_chapter_starts_first():
     assert execute.next_ready(EVERY, set(), EVERY) == execute.ORDER[0]
+
+
+def test_the_unit_tests_are_one_more_job_that_starts_first():
+    line, folder = execute.command(execute.UNIT, 10)
+    assert folder == execute.ROOT and line[-1] == "tests" and "--nbval-lax" not in line
+    line, folder = execute.command("07_maml", 10)
+    assert folder == execute.CHAPTERS and line[-2:] == ["--nbval-lax", "07_maml.ipynb"]
+    jobs = [execute.UNIT, *EVERY]
+    assert execute.next_ready(jobs, set(), jobs) == execute.UNIT
+    assert execute.needs(execute.LAST, jobs) == set(jobs) - {execute.LAST}  # after the tests too
+    assert execute.needs(execute.UNIT, jobs) == set()
 
 
 def test_threads_share_the_cores():

@@ -1,8 +1,11 @@
 """Execute the book's chapters under nbval, two side by side, each chapter once.
 
-``make notebooks`` (so ``make test`` and ``make book``) runs this. Each chapter runs in its own
-pytest process (``pytest --nbval-lax``, from ``chapters/``), with its output in
-``_build/logs/<chapter>.log``, printed in part when the chapter ends.
+``make notebooks`` (so ``make book``) runs this, and ``make test`` with ``--unit-tests``. Each
+chapter runs in its own pytest process (``pytest --nbval-lax``, from ``chapters/``), with its
+output in ``_build/logs/<chapter>.log``, printed in part when the chapter ends. With
+``--unit-tests`` the unit tests (``pytest tests``, log ``_build/logs/tests.log``) are one more job
+of the same two lanes, the first to start: beside the chapters they cost the run about half of
+their time alone, and a failing test stops the chapters early.
 
 Two at a time: the chapters' training and test-time steps are small operations that two CPU
 threads share poorly. On the book's 2-core machine, two chapters side by side with one thread
@@ -17,6 +20,7 @@ chapter that fails stops the others; the exit status is 1 then, else 0.
 
     python -m tools.execute                      # every chapter
     python -m tools.execute 05_prototypical 10   # some (names or their numbers)
+    python -m tools.execute --unit-tests         # the unit tests and every chapter (make test)
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ROOT / "chapters"
 LOGS = ROOT / "_build" / "logs"
 LAST = "11_comparison"  # reads every other chapter's runs and records
+UNIT = "tests"  # the job of the unit tests (``pytest tests`` from the repository's root)
 NEEDS = {  # chapter -> the chapters whose runs or records it loads (else it would train them)
     "09_what_meta_learning_learns": {
         "01_few_shot_problem",  # the record of the pixels' nearest class mean
@@ -43,8 +48,10 @@ NEEDS = {  # chapter -> the chapters whose runs or records it loads (else it wou
     },
     "10_more_data_from_less": {"05_prototypical"},
 }
-# The longest first, as measured in CI on two cores: chapter 7 then 9 is the longest chain.
+# The unit tests first (a failure ends the run early), then the longest first, as measured in CI
+# on two cores: chapter 7 then 9 is the longest chain.
 ORDER = (
+    UNIT,
     "07_maml",
     "02_transfer_learning",
     "05_prototypical",
@@ -94,15 +101,23 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _start(chapter: str, n_threads: int, durations: int) -> tuple[subprocess.Popen, Path]:
+def command(job: str, durations: int) -> tuple[list[str], Path]:
+    """The pytest command line of ``job`` (a chapter, or :data:`UNIT`) and its folder."""
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+    command += [f"--durations={durations}", "--durations-min=1"]
+    if job == UNIT:
+        return command + ["tests"], ROOT
+    return command + ["--nbval-lax", f"{job}.ipynb"], CHAPTERS
+
+
+def _start(job: str, n_threads: int, durations: int) -> tuple[subprocess.Popen, Path]:
     LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"{chapter}.log"
+    log = LOGS / f"{job}.log"
     env = os.environ | {"OMP_NUM_THREADS": str(n_threads), "MKL_NUM_THREADS": str(n_threads)}
-    command = [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider"]
-    command += [f"--durations={durations}", "--durations-min=1", f"{chapter}.ipynb"]
+    line, cwd = command(job, durations)
     with open(log, "w") as out:  # its own process group: stopped with its kernel (_stop)
         process = subprocess.Popen(
-            command, cwd=CHAPTERS, env=env, stdout=out, stderr=out, start_new_session=True
+            line, cwd=cwd, env=env, stdout=out, stderr=out, start_new_session=True
         )
     return process, log
 
@@ -161,7 +176,7 @@ def run(selected: list[str], jobs: int = 2, durations: int = 10) -> int:
         for chapter, (process, _, _) in running.items():
             _stop(process)
             print(f"{stamp()} {chapter}: stopped")
-    print(f"{stamp()} every chapter passed; each chapter's seconds:")
+    print(f"{stamp()} every {'job' if UNIT in selected else 'chapter'} passed; their seconds:")
     for chapter in selected:
         print(f"    {took[chapter]:6.0f} s  {chapter}")
     return 0
@@ -171,6 +186,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("chapters", nargs="*", help="names or numbers (default: every chapter)")
     parser.add_argument("--jobs", type=int, default=2, help="chapters side by side (default 2)")
+    parser.add_argument(
+        "--unit-tests", action="store_true", help="the unit tests too, as one more job (make test)"
+    )
     args = parser.parse_args(argv)
     every = chapters()
     selected = []
@@ -179,6 +197,8 @@ def main(argv=None) -> int:
         if not match:
             parser.error(f"no chapter {name!r}; the chapters are {', '.join(every)}")
         selected += match
+    if args.unit_tests:
+        selected.insert(0, UNIT)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: stop the chapters too

@@ -957,11 +957,12 @@ def support_statistics_forward(model, params, support, query):
             continue  # a container: its layers come next, in the order they run
         own = {k[len(name) + 1 :]: v for k, v in params.items() if k.rsplit(".", 1)[0] == name}
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            dims, shape = [0, *range(2, x.dim())], [1, -1, *[1] * (x.dim() - 2)]  # per channel
-            mean = x[:n].mean(dims).view(shape)
-            var = x[:n].var(dims, unbiased=False).view(shape)
-            x = (x - mean) / torch.sqrt(var + m.eps) * own["weight"].view(shape)
-            x = x + own["bias"].view(shape)
+            dims = [0, *range(2, x.dim())]  # every dimension but the channels
+            mean = x[:n].mean(dims, keepdim=True)  # the support images' mean and variance
+            var = ((x[:n] - mean) ** 2).mean(dims, keepdim=True)
+            scale = own["weight"].view_as(mean) / torch.sqrt(var + m.eps)
+            # (x - mean) * scale + bias, in one pass over x
+            x = torch.addcmul(own["bias"].view_as(mean) - mean * scale, x, scale)
         else:
             x = functional_call(m, own, (x,))
     return x[n:]
