@@ -75,6 +75,7 @@ def test_train_or_load_trains_once(tmp_path, monkeypatch, capsys):
     assert h2["loss"] == [1.0, 0.5] and h2.seconds == h1.seconds
     n = torch.get_num_threads()  # where it trained, whether trained now or loaded
     assert h1.device == h2.device == f"cpu, {n} thread{'s' * (n > 1)}"
+    assert h1.threads == h2.threads == n  # also a field of its own
     assert h1.peak_mb == h2.peak_mb and (h1.peak_mb is None or h1.peak_mb >= 0)
     assert "loaded the model trained before" in capsys.readouterr().out
     monkeypatch.setenv("FEWSHOT_RETRAIN", "1")

@@ -282,11 +282,11 @@ def train_or_load(
     build: Callable[[], torch.nn.Module],
 ):
     """``train(setup, config)`` (which returns ``(model, history)``) and save the weights, the
-    history (with its device and its loop's peak memory) and the config as run ``name``;
-    or, when this budget, seed and config were trained before, ``build()`` the model and load
-    them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved run
-    whose weights do not fit ``build()``'s model, or that lacks its history, is refused with a
-    ``RuntimeError`` that says what to do. Returns ``(model, history)``."""
+    history (with its device, CPU threads and its loop's peak memory) and the config as run
+    ``name``; or, when this budget, seed and config were trained before, ``build()`` the model
+    and load them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved
+    run whose weights do not fit ``build()``'s model, or that lacks its history, is refused with
+    a ``RuntimeError`` that says what to do. Returns ``(model, history)``."""
     path = run_path(name, setup, config)
     run = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(name, setup, config)
     if run is not None and "model" in run:
@@ -306,6 +306,7 @@ def train_or_load(
         model.eval()
         history = History(run["history"])
         history.seconds, history.device = run["seconds"], run.get("device", "")
+        history.threads = run.get("threads")  # None in a run saved before it was kept
         history.peak_mb = run.get("peak_mb")  # None in a run saved before it was measured
         print(
             f"{name}: loaded the model trained before ({history.seconds:.0f} s of training, "
@@ -326,5 +327,6 @@ def train_or_load(
         seconds=history.seconds,
         peak_mb=history.peak_mb,
         device=history.device,
+        threads=history.threads,
     )
     return model, history
