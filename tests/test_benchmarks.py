@@ -1,7 +1,7 @@
 """The scripts of ``benchmarks/``: the speed benchmark (``speed.py``) runs, in its smoke mode,
 and writes its JSON; the seed study (``seeds.py``) and the learning-rate check (``tuning.py``)
-go through the registry as chapter 11 does, here with toy methods; results files say where they
-came from (``provenance.py``).
+go through the registry as chapter 11 does, here with toy methods, and so does the training on
+``trainval`` (``trainval.py``); results files say where they came from (``provenance.py``).
 
 Of the speed benchmark, only the sections that need no data set and no training run here (peak,
 conv4, maml_step), on one CPU thread as in ``test_full_budget.py``: a few seconds, and cheap on
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest tests` (not `python -m pytest`) leaves the root out
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import seeds, speed, tuning  # noqa: E402
+from benchmarks import seeds, speed, trainval, tuning  # noqa: E402
 
 SECTIONS = ("peak", "conv4", "maml_step")
 TIMES = {"peak": ("ms",), "conv4": ("ms",), "maml_step": ("ours_ms",)}
@@ -87,6 +87,60 @@ def test_seed_study_measures_every_registered_method_per_seed(real, monkeypatch,
         again["meta"]["updates"][0]["methods"] == ["pixels"]
         and "commit" in again["meta"]["updates"][0]
     )
+
+
+def test_trainval_trains_again_on_trainval_and_keeps_the_choices_made_on_validation(
+    real, monkeypatch, tmp_path
+):
+    """A toy method through ``trainval.main``: trained on ``train`` (4,112 classes) in the
+    book's cache and on ``trainval`` (4,800) in its folder, its test-time choice made once
+    (for the first model) and reused, frozen, for the second; both tested on the same
+    episodes; the cache and ``load_split`` as they were afterwards."""
+    import os
+    from dataclasses import dataclass
+
+    from utils import methods as M
+    from utils import registry as R
+    from utils.config import Budget, Config
+    from utils.data import load_split
+    from utils.train import fit
+
+    @dataclass(frozen=True)
+    class ToyConfig(Config):
+        steps: int = Budget(quick=1, full=2)
+
+    load_split("test")  # the data set from the real cache, before the runs' cache is emptied
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    monkeypatch.delenv("FEWSHOT_RETRAIN", raising=False)
+    seen, choices_made = [], []
+
+    def train(S, config):
+        seen.append((len(M.load_split("train")), os.environ["FEWSHOT_CACHE"]))
+        return torch.nn.Linear(1, 1), fit(lambda b: {"loss": 0.0}, range(1))
+
+    def classifier(model, S, setting, choices):
+        R.chosen(choices, "k", lambda: choices_made.append(1) or 3)
+        return M.pixel_nearest_neighbour
+
+    build = lambda: torch.nn.Linear(1, 1)  # noqa: E731
+    toy = R.Method("toy", "05", classifier, "toy", ToyConfig(), train, build)
+    monkeypatch.setattr(R, "METHODS", {"toy": toy})
+    out = tmp_path / "trainval.json"
+    found = trainval.main(["--out", str(out)])
+    assert seen == [(4112, str(tmp_path)), (4800, str(tmp_path / "trainval"))]
+    assert choices_made == [1] and os.environ["FEWSHOT_CACHE"] == str(tmp_path)
+    assert M.load_split is load_split  # the trainers read train again
+    entry = found["methods"]["toy"]
+    assert entry["train"]["per_episode"] == entry["trainval"]["per_episode"]  # same classifier
+    assert len(entry["train"]["per_episode"]) == 200 and found["meta"]["budget"] == "quick"
+    again = trainval.main(["--methods", "toy", "--out", str(out)])  # loaded, not trained again
+    assert len(seen) == 2 and again["meta"]["updates"][0]["methods"] == ["toy"]
+    import utils.data as D
+
+    with trainval.training_on_trainval():  # validation is out of reach once it was trained on
+        with pytest.raises(RuntimeError, match="validation characters were read"):
+            D.load_split("val")
+    assert D.load_split is load_split and len(D.load_split("val")) > 0
 
 
 def test_seed_study_refuses_bad_seeds():
