@@ -62,11 +62,11 @@ serve:
 	@echo "Serving the book on http://localhost:$(PORT) (Ctrl-C stops it)"
 	$(BIN)/python -m http.server --directory _build/html $(PORT)
 
-# The lint, then the unit tests and the chapters in one run of tools/execute.py: the unit tests
-# take one of its two lanes first, the chapters the rest (`make unit` runs the unit tests alone).
-test: lint
-	rm -rf $(EXECUTED)/chapters
-	FEWSHOT_EXECUTED_DIR=$(CURDIR)/$(EXECUTED)/chapters $(BIN)/python -m tools.execute --unit-tests
+# The lint, then the unit tests and the chapters in one run of tools/execute.py (`notebooks` with
+# --unit-tests): the unit tests take one of its two lanes first, the chapters the rest (`make
+# unit` runs the unit tests alone).
+test: EXECUTE_ARGS := --unit-tests
+test: lint notebooks
 
 # ruff over utils/, tests/, benchmarks/, .ci/ and the chapters' code cells (pyproject.toml): the
 # lint rules, and the format (lines of at most 100 characters). `make format` rewrites the files.
@@ -85,7 +85,7 @@ unit: env
 # 11 last, alone): tools/execute.py says why and in which order; logs in _build/logs/.
 notebooks: env
 	rm -rf $(EXECUTED)/chapters
-	FEWSHOT_EXECUTED_DIR=$(CURDIR)/$(EXECUTED)/chapters $(BIN)/python -m tools.execute
+	FEWSHOT_EXECUTED_DIR=$(CURDIR)/$(EXECUTED)/chapters $(BIN)/python -m tools.execute $(EXECUTE_ARGS)
 
 # The comparison chapter on its own, as in Colab or first in a fresh clone: on a cache without
 # trained runs it trains every method with the chapters' code (utils/methods.py) before comparing

@@ -39,6 +39,18 @@ def write_results(result: dict, out: Path) -> Path:
     return out
 
 
+def results_to_update(out: Path, same: dict) -> dict:
+    """The contents of the results file ``out`` that a ``--methods`` run updates: refused with a
+    ``SystemExit`` when it does not exist or its ``meta`` differs from ``same`` in any key."""
+    before = json.loads(out.read_text()) if out.is_file() else None
+    if before is None or any(before["meta"].get(k) != v for k, v in same.items()):
+        raise SystemExit(
+            f"--methods replaces entries of {out}, which must exist with {same}: "
+            "run without --methods to make it"
+        )
+    return before
+
+
 def merged(before: dict, methods: dict, update: dict) -> dict:
     """A results file's contents ``before`` with the entries of ``methods`` replaced or added,
     the others kept, and ``update`` (the methods measured again, with the provenance of that

@@ -25,7 +25,6 @@ episodes, leaving out an entry whose config is not the method's config now.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.provenance import ROOT, merged, method_names, provenance, write_results
+from benchmarks.provenance import ROOT, merged, method_names, provenance, results_to_update
+from benchmarks.provenance import write_results
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -91,13 +91,9 @@ def main(argv=None) -> dict:
         from utils.registry import METHODS
 
         names = method_names(args.methods, list(METHODS))
-        before = json.loads(out.read_text()) if out.is_file() else None
-        same = {"budget": budget, "protocol": RECORD_PROTOCOL, "seeds": seeds}
-        if before is None or any(before["meta"].get(k) != v for k, v in same.items()):
-            raise SystemExit(
-                f"--methods replaces entries of {out}, which must exist with {same}: "
-                "run without --methods to make it"
-            )
+        before = results_to_update(
+            out, {"budget": budget, "protocol": RECORD_PROTOCOL, "seeds": seeds}
+        )
     start = time.perf_counter()
     by_seed = {}
     for seed in seeds:

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.provenance import ROOT, merged, method_names, provenance, write_results
+from benchmarks.provenance import ROOT, merged, method_names, provenance, results_to_update
+from benchmarks.provenance import write_results
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -132,13 +132,7 @@ def main(argv=None) -> dict:
     names, before = list(METHODS), None
     if args.methods:
         names = method_names(args.methods, list(METHODS))
-        before = json.loads(out.read_text()) if out.is_file() else None
-        same = {"budget": budget, "protocol": RECORD_PROTOCOL}
-        if before is None or any(before["meta"].get(k) != v for k, v in same.items()):
-            raise SystemExit(
-                f"--methods replaces entries of {out}, which must exist with {same}: "
-                "run without --methods to make it"
-            )
+        before = results_to_update(out, {"budget": budget, "protocol": RECORD_PROTOCOL})
     S = setup(seed=0)
     start, methods = time.perf_counter(), {}
     for name in names:

@@ -204,6 +204,18 @@ def test_tuning_methods_replace_their_entries_and_keep_the_others(monkeypatch, t
     assert set(json.loads(out.read_text())["methods"]) == {"Siamese"}  # other factors: anew
 
 
+def test_a_methods_run_updates_only_a_file_of_the_same_meta(tmp_path):
+    from benchmarks.provenance import results_to_update
+
+    out = tmp_path / "r.json"
+    with pytest.raises(SystemExit, match="must exist with"):
+        results_to_update(out, {"budget": "quick"})
+    out.write_text(json.dumps({"meta": {"budget": "quick", "seeds": [0]}, "methods": {}}))
+    with pytest.raises(SystemExit, match="run without --methods"):
+        results_to_update(out, {"budget": "full"})
+    assert results_to_update(out, {"budget": "quick"})["meta"]["seeds"] == [0]
+
+
 def test_method_names_read_a_name_with_a_comma_whole():
     from benchmarks.provenance import method_names
 

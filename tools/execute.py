@@ -103,11 +103,11 @@ def _cores() -> int:
 
 def command(job: str, durations: int) -> tuple[list[str], Path]:
     """The pytest command line of ``job`` (a chapter, or :data:`UNIT`) and its folder."""
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
-    command += [f"--durations={durations}", "--durations-min=1"]
+    line = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+    line += [f"--durations={durations}", "--durations-min=1"]
     if job == UNIT:
-        return command + ["tests"], ROOT
-    return command + ["--nbval-lax", f"{job}.ipynb"], CHAPTERS
+        return line + ["tests"], ROOT
+    return line + ["--nbval-lax", f"{job}.ipynb"], CHAPTERS
 
 
 def _start(job: str, n_threads: int, durations: int) -> tuple[subprocess.Popen, Path]:
