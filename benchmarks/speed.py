@@ -24,8 +24,9 @@ Run it from the repository root. Five sections, each a list of rows (flat dicts)
    a method not trained there is timed untrained (its row says ``"trained": false``).
 5. ``training``: each method's quick-budget trainer for a few steps (about 5 s on 2 cores)
    alone, then again beside one competing busy process (``while True: pass``): ms per step
-   (``history.seconds``, the training loop alone) and the slowdown. The trainers run with a
-   temporary ``$FEWSHOT_CACHE``, so nothing lands in the real cache.
+   (``history.seconds``, the training loop alone) and the slowdown; with torch's threads, then
+   again with one thread (how each chapter trains in CI, two chapters side by side). The
+   trainers run with a temporary ``$FEWSHOT_CACHE``, so nothing lands in the real cache.
 
 Times come from ``time.perf_counter`` after warm-up repetitions (after
 ``torch.cuda.synchronize()`` on a GPU), as the median of the timed repetitions. The table and the
@@ -577,33 +578,42 @@ def temporary_cache():
 
 
 def section_training(device: torch.device, reps: dict) -> list[dict]:
-    """Each quick-budget trainer for a few steps alone, then beside a busy process: ms per step
-    of the training loop (``history.seconds``) and the slowdown."""
+    """Each quick-budget trainer for a few steps alone, then beside a busy process, with torch's
+    threads and again with one thread (as each chapter trains in CI, ``tools/execute.py``): ms
+    per step of the training loop (``history.seconds``) and the slowdown, one row per method
+    and thread count."""
     import utils.methods  # noqa: F401  (the chapters' code registers every method)
     from utils.data import load_split
     from utils.registry import METHODS
 
     load_split("train")  # loads Omniglot from the real cache and keeps it in memory for the runs
+    threads = torch.get_num_threads()
     rows = []
     with temporary_cache():
         S = _book_setup(device)
-        for name, (method, default_steps) in TRAINERS.items():
-            n = reps["train_steps"] or default_steps
-            m = METHODS[method]
-            config = replace(m.config, steps=n)
-            with quiet():
-                alone = m.train(S, config)[1].seconds
-            with busy_process(), quiet():
-                beside = m.train(S, config)[1].seconds
-            rows.append(
-                {
-                    "method": name,
-                    "steps": n,
-                    "alone_ms": 1e3 * alone / n,
-                    "beside_ms": 1e3 * beside / n,
-                    "slowdown": beside / alone,
-                }
-            )
+        for n_threads in dict.fromkeys((threads, 1)):  # torch's threads, then one (once if 1)
+            torch.set_num_threads(n_threads)
+            try:
+                for name, (method, default_steps) in TRAINERS.items():
+                    n = reps["train_steps"] or default_steps
+                    m = METHODS[method]
+                    config = replace(m.config, steps=n)
+                    with quiet():
+                        alone = m.train(S, config)[1].seconds
+                    with busy_process(), quiet():
+                        beside = m.train(S, config)[1].seconds
+                    rows.append(
+                        {
+                            "method": name,
+                            "threads": n_threads,
+                            "steps": n,
+                            "alone_ms": 1e3 * alone / n,
+                            "beside_ms": 1e3 * beside / n,
+                            "slowdown": beside / alone,
+                        }
+                    )
+            finally:
+                torch.set_num_threads(threads)
     return rows
 
 
@@ -672,7 +682,7 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
         lines.append(
             (
                 "training",
-                f"{r['method']}, {r['steps']} steps",
+                f"{r['method']}, {r['steps']} steps, {r.get('threads', '?')} thread(s)",
                 _f(r["beside_ms"]),
                 _f(r["alone_ms"]),
                 _f(r["slowdown"], "{:.2f}"),
