@@ -586,7 +586,7 @@ def section_training(device: torch.device, reps: dict) -> list[dict]:
     """Each quick-budget trainer for a few steps alone, then beside a busy process, with torch's
     threads and again with one thread (as each chapter trains in CI, ``tools/execute.py``): ms
     per step of the training loop (``history.seconds``) and the slowdown, one row per method
-    and thread count."""
+    and thread count (the threads torch was set to; Reptile's trainer takes one anyway)."""
     import utils.methods  # noqa: F401  (the chapters' code registers every method)
     from utils.data import load_split
     from utils.registry import METHODS
