@@ -170,7 +170,7 @@ def test_evaluate_refuses_output_of_the_wrong_shape(output, got):
 
 @pytest.fixture
 def runs(tmp_path, monkeypatch):
-    """An empty cache for runs, and no ``$FEWSHOT_RETRAIN``."""
+    """An empty cache for runs, no ``$FEWSHOT_RETRAIN``, and the path of the run "toy"."""
     monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FEWSHOT_RETRAIN", raising=False)
     path = run_path("toy", CPU)
@@ -289,13 +289,14 @@ def test_an_old_run_with_numpy_arrays_loads_as_lists(runs):
 
 
 def test_a_run_trained_on_a_gpu_loads_on_this_device(runs, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_PRECISION", "fp32")  # a bf16 CPU keeps its runs apart from fp32's
     gpu = Setup("quick", torch.device("cuda:0"), 0)
     with monkeypatch.context() as m:  # write the file as a GPU would: every tensor tagged cuda:0
         m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
         save_run("toy", gpu, model={"w": torch.ones(2)}, history={"loss": [1.0]}, seconds=1.0)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA"):
-            torch.load(runs, weights_only=True)  # how runs were loaded before
+            torch.load(run_path("toy", CPU), weights_only=True)  # how runs were loaded before
     run = load_run("toy", CPU)
     assert run["device"] == "cuda:0" and run["model"]["w"].device.type == "cpu"
 

@@ -66,3 +66,20 @@ def test_a_config_holds_both_budgets_and_resolves_one():
         Toy(steps=Budget(quick=1, full=-2))
     with pytest.raises(ValueError, match=r"Toy.lr = 0.0: a learning rate must be > 0"):
         Toy(lr=0.0)
+
+
+def test_a_config_kept_in_fp32_keeps_the_key_it_had_before_the_bf16_field():
+    import hashlib
+    import json
+    from dataclasses import dataclass
+
+    from utils.config import Config
+
+    @dataclass(frozen=True)
+    class Settings(Config):
+        steps: int = 3
+        bf16: bool = False
+
+    before = json.dumps(["Settings", {"steps": 3}], sort_keys=True)  # the key without the field
+    assert Settings().key() == hashlib.sha256(before.encode()).hexdigest()[:8]
+    assert Settings(bf16=True).key() != Settings().key()  # trained in bf16: other runs

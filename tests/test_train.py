@@ -170,3 +170,86 @@ def test_train_steps_seeds_builds_and_steps_on_the_loss(capsys):
     torch.manual_seed(4)
     assert torch.equal(start.weight, build().weight)  # seeded with S.seed
     assert not torch.equal(start.weight, model.weight)
+
+
+def test_training_precision_follows_the_variable_and_the_cpu(monkeypatch):
+    from utils import train
+    from utils.train import PRECISION_VAR, training_precision
+
+    monkeypatch.delenv(PRECISION_VAR, raising=False)
+    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(train, "cpu_has_bf16", lambda: has_bf16)
+        assert training_precision("cpu") == expected  # auto: bf16 where the CPU has its units
+        assert training_precision(torch.device("cuda")) == "fp32"  # GPUs: not checked in bf16
+    for wanted in ("fp32", "bf16"):
+        monkeypatch.setenv(PRECISION_VAR, wanted)
+        assert training_precision("cpu") == wanted
+    monkeypatch.setenv(PRECISION_VAR, "fp16")
+    with pytest.raises(ValueError, match=r"FEWSHOT_PRECISION='fp16'.*auto, fp32, bf16"):
+        training_precision("cpu")
+
+
+def test_cpu_has_bf16_answers_a_bool():
+    from utils.train import cpu_has_bf16
+
+    assert cpu_has_bf16() in (True, False)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_train_steps_computes_the_loss_in_its_precision_and_keeps_it(
+    precision, monkeypatch, tmp_path
+):
+    from utils.train import PRECISION_VAR, train_steps
+
+    monkeypatch.setenv(PRECISION_VAR, precision)
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    monkeypatch.delenv("FEWSHOT_RETRAIN", raising=False)
+    s = Setup("quick", torch.device("cpu"), 0)
+    seen, toy = [], _toy_config()()
+
+    def loss(model, batch):
+        out = model(batch)
+        seen.append(out.dtype)
+        return out.float().pow(2).mean(), 1.0
+
+    build = lambda: torch.nn.Linear(3, 1)  # noqa: E731
+    model, history = train_steps(s, build, loss, [torch.ones(2, 3)] * 2, lr=0.1, desc="toy")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert seen == [dtype, dtype] and history.precision == precision
+    assert model.weight.dtype == torch.float32  # the weights stay in fp32
+    assert not torch.is_autocast_cpu_enabled()  # only inside the loss
+
+    train = lambda S, c: train_steps(S, build, loss, [torch.ones(2, 3)], lr=0.1)  # noqa: E731
+    _, trained_now = train_or_load("toy", s, train, toy, build)
+    _, loaded = train_or_load("toy", s, train, toy, build)
+    assert trained_now.precision == loaded.precision == precision
+    assert loaded.device.endswith(", bf16") == (precision == "bf16")
+
+
+def test_train_steps_keeps_fp32_for_a_method_that_opts_out(monkeypatch):
+    from utils.train import PRECISION_VAR, train_steps
+
+    monkeypatch.setenv(PRECISION_VAR, "bf16")
+    seen = []
+
+    def loss(model, batch):
+        out = model(batch)
+        seen.append(out.dtype)
+        return out.float().pow(2).mean(), 1.0
+
+    s = Setup("quick", torch.device("cpu"), 0)
+    build = lambda: torch.nn.Linear(3, 1)  # noqa: E731
+    _, history = train_steps(s, build, loss, [torch.ones(2, 3)], lr=0.1, bf16=False)
+    assert seen == [torch.float32] and history.precision == "fp32"
+
+
+def test_runs_of_the_two_precisions_have_names_of_their_own(monkeypatch, tmp_path):
+    from utils.train import PRECISION_VAR, run_path
+
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    s = Setup("quick", torch.device("cpu"), 0)
+    monkeypatch.setenv(PRECISION_VAR, "fp32")
+    fp32 = run_path("toy", s, _toy_config()())
+    monkeypatch.setenv(PRECISION_VAR, "bf16")
+    bf16 = run_path("toy", s, _toy_config()())
+    assert bf16.name == fp32.name.replace(".pt", "-bf16.pt") and fp32.name.startswith("toy-quick")

@@ -185,6 +185,12 @@ class Config:
         return replace(self, **chosen)
 
     def key(self) -> str:
-        """Eight hex digits that change whenever the class or any value of the settings does."""
-        text = json.dumps([type(self).__name__, asdict(self)], sort_keys=True, default=repr)
+        """Eight hex digits that change whenever the class or any value of the settings does.
+        A field ``bf16`` that is ``False`` (a method that trains in fp32 even where the book
+        trains in bfloat16: ``utils.train.train_steps``) is left out, so that such a method
+        keeps the key, and the runs, that it had before the book trained in bfloat16."""
+        values = asdict(self)
+        if values.get("bf16") is False:
+            del values["bf16"]
+        text = json.dumps([type(self).__name__, values], sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:8]

@@ -85,6 +85,7 @@ class TransferConfig(Config):
     steps: int = Budget(quick=1000, full=20_000)  # mini-batches
     batch_size: int = Budget(quick=64, full=256)
     lr: float = Budget(quick=1e-2, full=3e-3)  # the one-cycle schedule's peak
+    bf16: bool = False  # bfloat16 training lost validation accuracy (chapter 12): fp32
 
 
 def transfer_loss(model, batch):
@@ -113,7 +114,9 @@ def train_transfer(S, config=TransferConfig(), build=build_transfer_net):
     def one_cycle(optimizer):
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c.lr, total_steps=c.steps)
 
-    return train_steps(S, build, transfer_loss, batches, c.lr, one_cycle, desc="pretraining")
+    return train_steps(
+        S, build, transfer_loss, batches, c.lr, one_cycle, desc="pretraining", bf16=c.bf16
+    )
 
 
 def transfer_features(backbone, x, batch_size: int = 1000):
@@ -468,6 +471,7 @@ class SiameseConfig(Config):
     n_classes: int = 32  # classes per batch, two drawings each
     lr: float = Budget(quick=6e-3, full=2e-3)
     margin: float = 1.0  # the contrastive loss's margin (unused by "bce")
+    bf16: bool = False  # bfloat16 training lost validation accuracy (chapter 12): fp32
 
 
 def train_siamese(S, config=SiameseConfig()):
@@ -487,7 +491,7 @@ def train_siamese(S, config=SiameseConfig()):
             return siamese_bce_loss(model, batch)
         return siamese_contrastive_loss(model, batch, c.margin)
 
-    return train_steps(S, build, loss, batches, c.lr, desc=f"siamese ({c.loss})")
+    return train_steps(S, build, loss, batches, c.lr, desc=f"siamese ({c.loss})", bf16=c.bf16)
 
 
 def classifier_siamese(model):
@@ -791,6 +795,7 @@ class RelationConfig(Config):
     n_query: int = 10
     steps: int = Budget(quick=2000, full=20_000)  # training episodes
     lr: float = 1e-3
+    bf16: bool = False  # bfloat16 training lost validation accuracy (chapter 12): fp32
 
 
 def train_relation(S, config=RelationConfig(), loss=relation_loss):
@@ -804,7 +809,7 @@ def train_relation(S, config=RelationConfig(), loss=relation_loss):
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, c.steps // 2), gamma=0.5)
 
     desc = f"relation {c.n_way}-way {c.k_shot}-shot"
-    return train_steps(S, RelationNetwork, loss, episodes, c.lr, halve_halfway, desc)
+    return train_steps(S, RelationNetwork, loss, episodes, c.lr, halve_halfway, desc, bf16=c.bf16)
 
 
 def classifier_relation(model):

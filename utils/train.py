@@ -20,12 +20,14 @@ from .config import Config, Setup, cache_dir
 
 class History(dict):
     """Training metrics, one list per name (``history["loss"][i]`` is step ``i``'s loss),
-    the wall-clock ``seconds`` the loop took, the CPU ``threads`` PyTorch used in it, and the
-    ``device`` it ran on (set by :func:`train_or_load`, for a run trained now or loaded: "cuda",
-    or "cpu, 2 threads"; empty when unknown)."""
+    the wall-clock ``seconds`` the loop took, the CPU ``threads`` PyTorch used in it, the
+    ``precision`` its losses were computed in (:func:`training_precision`), and the ``device``
+    it ran on (set by :func:`train_or_load`, for a run trained now or loaded: "cuda", or "cpu,
+    2 threads", with ", bf16" when the loss was computed in bfloat16; empty when unknown)."""
 
     seconds: float = 0.0
     threads: int | None = None
+    precision: str = "fp32"
     device: str = ""
     peak_mb: float | None = None  # the loop's peak memory (:class:`PeakMemory`), if known
 
@@ -114,6 +116,38 @@ def fit(
     return history
 
 
+PRECISION_VAR = "FEWSHOT_PRECISION"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this machine's CPU has bfloat16 units (AVX512-BF16 or AMX), as PyTorch detects
+    them; ``False`` where this PyTorch cannot tell."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def training_precision(device) -> str:
+    """``"bf16"`` or ``"fp32"``: what :func:`train_steps` computes the loss in on ``device``.
+
+    ``$FEWSHOT_PRECISION`` chooses: ``fp32``, ``bf16``, or ``auto`` (the default), which is
+    bf16 on a CPU with bfloat16 units (:func:`cpu_has_bf16`) and fp32 everywhere else. There
+    a training step runs up to twice as fast in bfloat16 (``make bench``); a CPU without those
+    units emulates bfloat16, slower than fp32, and on a GPU the book has not been checked in
+    bfloat16. Whether a method loses accuracy in bf16 is checked on validation episodes
+    (``benchmarks/precision.py``, chapter 12); one that does passes ``bf16=False`` to
+    :func:`train_steps`. The weights, the optimizer and every evaluation stay in fp32.
+    """
+    wanted = os.environ.get(PRECISION_VAR) or "auto"
+    if wanted not in PRECISIONS:
+        raise ValueError(
+            f"${PRECISION_VAR}={wanted!r} is not a precision: allowed are {', '.join(PRECISIONS)}"
+        )
+    if wanted != "auto":
+        return wanted
+    return "bf16" if torch.device(device).type == "cpu" and cpu_has_bf16() else "fp32"
+
+
 def _to(batch, device):
     """``batch`` on ``device``: an episode (anything with ``.to``), or a list or tuple of them."""
     if isinstance(batch, (list, tuple)) and not hasattr(batch, "to"):
@@ -130,23 +164,29 @@ def train_steps(
     schedule: Callable | None = None,
     desc: str = "training",
     threads: int | None = None,
+    bf16: bool = True,
 ) -> tuple[torch.nn.Module, History]:
     """The book's training loop, shared by every method trained by gradient descent on a loss.
 
     Seeds PyTorch with ``setup.seed`` and builds the model (``build()``, on ``setup.device``),
     then for every batch (an episode, a list of episodes, or a batch of images and labels) one
     Adam step of size ``lr`` on ``loss(model, batch)``, which returns ``(loss, accuracy)``;
-    ``schedule(optimizer)`` makes a learning-rate scheduler, stepped after every step. A
-    progress bar shows both metrics, and :func:`fit`'s history records them. Returns the model,
-    in evaluation mode, and the history.
+    ``schedule(optimizer)`` makes a learning-rate scheduler, stepped after every step. The
+    loss is computed under autocast to bfloat16 where :func:`training_precision` says so,
+    unless ``bf16=False`` (a method that bfloat16 costs accuracy on validation episodes:
+    chapter 12). A progress bar shows both metrics, and :func:`fit`'s history records them and
+    the precision. Returns the model, in evaluation mode, and the history.
     """
     torch.manual_seed(setup.seed)  # the same initial weights, whoever calls
     model = build().to(setup.device)
     optimizer = torch.optim.Adam(model.parameters(), lr)
     scheduler = schedule(optimizer) if schedule is not None else None
+    precision = training_precision(setup.device) if bf16 else "fp32"
+    autocast = torch.autocast(setup.device.type, torch.bfloat16, enabled=precision == "bf16")
 
     def step(batch):
-        value, accuracy = loss(model, _to(batch, setup.device))
+        with autocast:
+            value, accuracy = loss(model, _to(batch, setup.device))
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
@@ -155,7 +195,8 @@ def train_steps(
         return {"loss": value.item(), "accuracy": float(accuracy)}
 
     model.train()
-    history = fit(step, batches, desc, threads=threads)
+    history = fit(step, batches, f"{desc}, bf16" if precision == "bf16" else desc, threads=threads)
+    history.precision = precision
     model.eval()
     return model, history
 
@@ -163,9 +204,12 @@ def train_steps(
 def run_path(name: str, setup: Setup, config: Config | None = None) -> "os.PathLike":
     """Where the run ``name`` of this budget, seed and ``config`` lives in the cache: the key of
     the config's values at this budget is part of the file's name, so that a changed setting
-    finds no run and trains anew."""
+    finds no run and trains anew, and so is ``-bf16`` where models train in bfloat16
+    (:func:`training_precision`), so that the runs and records of the two precisions never
+    stand in for each other."""
     key = "" if config is None else f"-{config.at(setup.budget).key()}"
-    return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}{key}.pt"
+    bf16 = "-bf16" if training_precision(setup.device) == "bf16" else ""
+    return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}{key}{bf16}.pt"
 
 
 RETRAIN_VAR = "FEWSHOT_RETRAIN"
@@ -308,6 +352,7 @@ def train_or_load(
         history.seconds, history.device = run["seconds"], run.get("device", "")
         history.threads = run.get("threads")  # None in a run saved before it was kept
         history.peak_mb = run.get("peak_mb")  # None in a run saved before it was measured
+        history.precision = run.get("precision", "fp32")  # every run before it was kept
         print(
             f"{name}: loaded the model trained before ({history.seconds:.0f} s of training, "
             f"on {run.get('device', 'an unknown device')}) from {path}; set {RETRAIN_VAR}=1 to "
@@ -318,6 +363,8 @@ def train_or_load(
     history.device = str(setup.device)
     if setup.device.type == "cpu" and history.threads is not None:  # 1 thread is slower than 2
         history.device += f", {history.threads} thread{'s' * (history.threads > 1)}"
+    if history.precision != "fp32":
+        history.device += f", {history.precision}"
     save_run(
         name,
         setup,
@@ -328,5 +375,6 @@ def train_or_load(
         peak_mb=history.peak_mb,
         device=history.device,
         threads=history.threads,
+        precision=history.precision,
     )
     return model, history
