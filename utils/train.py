@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -182,7 +183,11 @@ def train_steps(
     optimizer = torch.optim.Adam(model.parameters(), lr)
     scheduler = schedule(optimizer) if schedule is not None else None
     precision = training_precision(setup.device) if bf16 else "fp32"
-    autocast = torch.autocast(setup.device.type, torch.bfloat16, enabled=precision == "bf16")
+    autocast = (  # not made at all in fp32: older PyTorch refuses autocast on some devices
+        torch.autocast(setup.device.type, torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
 
     def step(batch):
         with autocast:
