@@ -253,3 +253,15 @@ def test_runs_of_the_two_precisions_have_names_of_their_own(monkeypatch, tmp_pat
     monkeypatch.setenv(PRECISION_VAR, "bf16")
     bf16 = run_path("toy", s, _toy_config()())
     assert bf16.name == fp32.name.replace(".pt", "-bf16.pt") and fp32.name.startswith("toy-quick")
+
+    from dataclasses import dataclass
+
+    from utils.config import Config
+
+    @dataclass(frozen=True)
+    class KeptInFp32(Config):
+        bf16: bool = False
+
+    kept = run_path("toy", s, KeptInFp32())  # trained in fp32 here too: the fp32 run's name
+    monkeypatch.setenv(PRECISION_VAR, "fp32")
+    assert kept == run_path("toy", s, KeptInFp32())

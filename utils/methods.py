@@ -895,6 +895,9 @@ class MAMLConfig(Config):
     n_query: int = Budget(quick=5, full=15)
     first_order: bool = False
     test_step_choices: tuple = (1, 3, 5, 10)  # the test-time steps maml_test_steps chooses from
+    # bfloat16 lost ANIL's validation accuracy (chapter 12); MAML, FOMAML, ANIL and ProtoMAML
+    # share these settings and train in fp32 alike, so that chapter 9 compares inner loops alone
+    bf16: bool = False
 
 
 FOMAML_CONFIG = MAMLConfig(  # quick meta_lr: chosen on validation among 3.33e-4, 1e-3 and 3e-3
@@ -928,7 +931,8 @@ def train_maml(S, config=MAMLConfig(), adapt=None):
 
     name = ("FOMAML" if c.first_order else "MAML") + (f" ({adapt.__name__})" if adapt else "")
     desc = f"{name} {c.n_way}-way {c.k_shot}-shot"
-    return train_steps(S, lambda: maml_conv4(c.n_way), meta_loss, batches, c.meta_lr, desc=desc)
+    build = lambda: maml_conv4(c.n_way)  # noqa: E731
+    return train_steps(S, build, meta_loss, batches, c.meta_lr, desc=desc, bf16=c.bf16)
 
 
 def maml_test_steps(model, S, config=MAMLConfig(), k_shot=1, adapt=None):

@@ -210,10 +210,11 @@ def run_path(name: str, setup: Setup, config: Config | None = None) -> "os.PathL
     """Where the run ``name`` of this budget, seed and ``config`` lives in the cache: the key of
     the config's values at this budget is part of the file's name, so that a changed setting
     finds no run and trains anew, and so is ``-bf16`` where models train in bfloat16
-    (:func:`training_precision`), so that the runs and records of the two precisions never
-    stand in for each other."""
+    (:func:`training_precision`, unless the config says ``bf16 = False``), so that the runs and
+    records of the two precisions never stand in for each other."""
     key = "" if config is None else f"-{config.at(setup.budget).key()}"
-    bf16 = "-bf16" if training_precision(setup.device) == "bf16" else ""
+    in_bf16 = training_precision(setup.device) == "bf16" and getattr(config, "bf16", True)
+    bf16 = "-bf16" if in_bf16 else ""
     return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}{key}{bf16}.pt"
 
 
