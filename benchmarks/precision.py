@@ -30,14 +30,17 @@ Chapter 12 reads it: what bfloat16 costs in accuracy and what it saves in time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-from benchmarks.provenance import ROOT, merged, method_names, provenance, write_results
+from benchmarks.provenance import (
+    budget_registry_and_file,
+    file_to_keep,
+    one_method_per_run,
+    parse_seeds,
+    write_methods,
+)
 from utils.registry import RECORD_PROTOCOL
 
 SETTINGS = ("5-way 1-shot", "20-way 1-shot")  # those of them a method is tested in
@@ -103,31 +106,11 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--out", help="the JSON file (default: benchmarks/results/precision/)")
     args = p.parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise SystemExit(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if any(s < 0 for s in seeds):
-        raise SystemExit(f"--seeds must be non-negative, got {args.seeds!r}")
-    budget = os.environ.get("FEWSHOT_BUDGET", "quick")
-    os.environ["FEWSHOT_BUDGET"] = budget
-    sys.path.insert(0, str(ROOT))
-    import utils.methods  # noqa: F401  (the chapters' code registers every method)
+    seeds = parse_seeds(args.seeds)
+    budget, METHODS, out = budget_registry_and_file(args.out, "precision")
     from utils.config import setup
-    from utils.registry import METHODS
 
-    runs, chosen = set(), []
-    for name, m in METHODS.items():
-        if m.run is not None and m.run not in runs:
-            runs.add(m.run)
-            chosen.append(name)
-    if args.methods:
-        chosen = method_names(args.methods, [n for n in METHODS if METHODS[n].run])
-    out = (
-        Path(args.out)
-        if args.out
-        else ROOT / "benchmarks" / "results" / "precision" / f"{budget}.json"
-    )
+    chosen = one_method_per_run(METHODS, args.methods)
     same = {
         "budget": budget,
         "settings": list(SETTINGS),
@@ -135,9 +118,7 @@ def main(argv=None) -> dict:
         "episodes": N_EPISODES,
         "protocol": RECORD_PROTOCOL,
     }
-    before = json.loads(out.read_text()) if args.methods and out.is_file() else None
-    if before is not None and any(before["meta"].get(k) != v for k, v in same.items()):
-        before = None  # another protocol: the file is made anew
+    before = file_to_keep(out, bool(args.methods), same)
     start, found = time.perf_counter(), {}
     for seed in seeds:
         S = setup(seed=seed)
@@ -145,16 +126,7 @@ def main(argv=None) -> dict:
             entry = compare(METHODS[name], S)
             if entry is not None:  # None: a trainer that ignores the precision
                 found.setdefault(name, {})[str(seed)] = entry
-    made = {
-        **provenance("precision", argv or sys.argv[1:], S.device),
-        "seconds": round(time.perf_counter() - start),
-    }
-    if before is None:
-        result = {"meta": {**same, **made}, "methods": found}
-    else:  # --methods on a file of the same protocol: these entries replaced, the others kept
-        result = merged(before, found, {"methods": chosen, **made})
-    write_results(result, out)
-    return result
+    return write_methods("precision", argv, S.device, start, same, found, out, before, chosen)
 
 
 if __name__ == "__main__":

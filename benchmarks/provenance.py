@@ -78,3 +78,88 @@ def method_names(text: str, known) -> list[str]:
         names.append(name)
         parts = parts[n:]
     return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """The seeds of a ``--seeds`` option, separated by commas: a value that is not an integer,
+    or is negative, is refused with a ``SystemExit`` that names it."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--seeds must be comma-separated integers, got {text!r}")
+    if any(s < 0 for s in seeds):
+        raise SystemExit(f"--seeds must be non-negative, got {text!r}")
+    return seeds
+
+
+def one_method_per_run(methods: dict, text: str | None = None) -> list[str]:
+    """The names of ``methods`` (the registry) that a script trains: the first method of each
+    trained run (the transfer classifiers share one pretraining), or, given a ``--methods``
+    option ``text``, the methods it names (:func:`method_names`, among those with a run)."""
+    if text:
+        return method_names(text, [n for n, m in methods.items() if m.run])
+    runs, chosen = set(), []
+    for name, m in methods.items():
+        if m.run is not None and m.run not in runs:
+            runs.add(m.run)
+            chosen.append(name)
+    return chosen
+
+
+def file_to_keep(out: Path, methods_given: bool, same: dict) -> dict | None:
+    """The results file ``out`` whose other methods' entries a ``--methods`` run keeps: its
+    contents when ``methods_given`` and its ``meta`` agrees with ``same`` in every key, else
+    ``None`` (the file is made anew)."""
+    before = json.loads(out.read_text()) if methods_given and out.is_file() else None
+    if before is not None and any(before["meta"].get(k) != v for k, v in same.items()):
+        return None  # another protocol
+    return before
+
+
+def write_methods(
+    script: str,
+    argv,
+    device,
+    start: float,
+    same: dict,
+    found: dict,
+    out: Path,
+    before: dict | None = None,
+    chosen=None,
+) -> dict:
+    """Write the results file ``out`` of a run of ``benchmarks/<script>.py`` (its arguments
+    ``argv``, ``None`` for the command line's) that measured the methods ``found`` (``{name:
+    entry}``) from ``time.perf_counter()`` at ``start`` on: made anew, with ``same`` (what the
+    run measured and how) and its :func:`provenance` as ``meta``, or, given the file ``before``
+    that a ``--methods`` run (``chosen``) keeps (:func:`file_to_keep`), merged into it
+    (:func:`merged`). Returns what it wrote."""
+    import sys
+    import time
+
+    argv = sys.argv[1:] if argv is None else argv
+    seconds = time.perf_counter() - start
+    made = {**provenance(script, argv, device), "seconds": round(seconds)}
+    if before is None:
+        result = {"meta": {**same, **made}, "methods": found}
+    else:  # --methods on a file of the same protocol: these entries replaced, the others kept
+        result = merged(before, found, {"methods": chosen, **made})
+    write_results(result, out)
+    return result
+
+
+def budget_registry_and_file(out: str | None, folder: str) -> tuple[str, dict, Path]:
+    """What a script over the registry starts from: the budget (``$FEWSHOT_BUDGET``, else
+    ``quick``, then set for the chapters' code), the registry of every method (the chapters'
+    code imported), and its results file, ``out`` when given, else
+    ``benchmarks/results/<folder>/<budget>.json``."""
+    import os
+    import sys
+
+    budget = os.environ.get("FEWSHOT_BUDGET", "quick")
+    os.environ["FEWSHOT_BUDGET"] = budget
+    sys.path.insert(0, str(ROOT))
+    import utils.methods  # noqa: F401  (the chapters' code registers every method)
+    from utils.registry import METHODS
+
+    path = Path(out) if out else ROOT / "benchmarks" / "results" / folder / f"{budget}.json"
+    return budget, METHODS, path

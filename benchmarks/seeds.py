@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.provenance import ROOT, merged, method_names, provenance, results_to_update
-from benchmarks.provenance import write_results
+from benchmarks.provenance import ROOT, merged, method_names, parse_seeds, provenance
+from benchmarks.provenance import results_to_update, write_results
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -73,12 +73,7 @@ def main(argv=None) -> dict:
         "the file (of the same budget, protocol and seeds), keeping the others",
     )
     args = p.parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise SystemExit(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if any(s < 0 for s in seeds):
-        raise SystemExit(f"--seeds must be non-negative, got {args.seeds!r}")
+    seeds = parse_seeds(args.seeds)
     budget = os.environ.get("FEWSHOT_BUDGET", "quick")
     os.environ["FEWSHOT_BUDGET"] = budget
     sys.path.insert(0, str(ROOT))

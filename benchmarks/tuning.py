@@ -24,14 +24,15 @@ of the best one's.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-from benchmarks.provenance import ROOT, merged, method_names, provenance, write_results
+from benchmarks.provenance import (
+    budget_registry_and_file,
+    file_to_keep,
+    one_method_per_run,
+    write_methods,
+)
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -90,25 +91,10 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--factors must be comma-separated numbers, got {args.factors!r}")
     if not factors or any(f <= 0 for f in factors):
         raise SystemExit(f"--factors must be positive, got {args.factors!r}")
-    budget = os.environ.get("FEWSHOT_BUDGET", "quick")
-    os.environ["FEWSHOT_BUDGET"] = budget
-    sys.path.insert(0, str(ROOT))
-    import utils.methods  # noqa: F401  (the chapters' code registers every method)
+    budget, METHODS, out = budget_registry_and_file(args.out, "tuning")
     from utils.config import setup
-    from utils.registry import METHODS
 
-    runs, chosen = set(), []
-    for name, m in METHODS.items():
-        if m.run is not None and m.run not in runs:
-            runs.add(m.run)
-            chosen.append(name)
-    if args.methods:
-        chosen = method_names(args.methods, [n for n in METHODS if METHODS[n].run])
-    out = (
-        Path(args.out)
-        if args.out
-        else ROOT / "benchmarks" / "results" / "tuning" / f"{budget}.json"
-    )
+    chosen = one_method_per_run(METHODS, args.methods)
     same = {
         "budget": budget,
         "setting": SETTING,
@@ -117,22 +103,11 @@ def main(argv=None) -> dict:
         "protocol": RECORD_PROTOCOL,
         "factors": factors,
     }
-    before = json.loads(out.read_text()) if args.methods and out.is_file() else None
-    if before is not None and any(before["meta"].get(k) != v for k, v in same.items()):
-        before = None  # another protocol: the file is made anew
+    before = file_to_keep(out, bool(args.methods), same)
     S = setup(seed=0)
     start = time.perf_counter()
     found = {name: tune(METHODS[name], S, factors) for name in chosen}
-    made = {
-        **provenance("tuning", argv or sys.argv[1:], S.device),
-        "seconds": round(time.perf_counter() - start),
-    }
-    if before is None:
-        result = {"meta": {**same, **made}, "methods": found}
-    else:  # --methods on a file of the same protocol: these entries replaced, the others kept
-        result = merged(before, found, {"methods": chosen, **made})
-    write_results(result, out)
-    return result
+    return write_methods("tuning", argv, S.device, start, same, found, out, before, chosen)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ numbers of a smoke run are not measurements: only their shape is checked.
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,64 @@ def test_precision_trains_in_fp32_and_bf16_and_scores_both_on_validation(
     for bad in ("a", "-1"):
         with pytest.raises(SystemExit, match="--seeds"):
             precision.main(["--seeds", bad, "--out", str(tmp_path / "p.json")])
+
+
+def test_parse_seeds_reads_integers_and_refuses_the_rest():
+    from benchmarks.provenance import parse_seeds
+
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    for bad, reason in (("a", "integers"), ("1,-1", "non-negative")):
+        with pytest.raises(SystemExit, match=reason):
+            parse_seeds(bad)
+
+
+def test_one_method_per_run_takes_the_first_method_of_each_run():
+    from types import SimpleNamespace
+
+    from benchmarks.provenance import one_method_per_run
+
+    methods = {
+        "pixels": SimpleNamespace(run=None),
+        "transfer: A": SimpleNamespace(run="transfer"),
+        "transfer: B": SimpleNamespace(run="transfer"),
+        "ProtoNet, affine training": SimpleNamespace(run="affine"),
+    }
+    assert one_method_per_run(methods) == ["transfer: A", "ProtoNet, affine training"]
+    assert one_method_per_run(methods, "transfer: B") == ["transfer: B"]
+    with pytest.raises(SystemExit, match="unknown 'pixels'"):
+        one_method_per_run(methods, "pixels")  # learns nothing: nothing to train
+
+
+def test_file_to_keep_only_for_methods_and_the_same_protocol(tmp_path):
+    from benchmarks.provenance import file_to_keep
+
+    out = tmp_path / "r.json"
+    assert file_to_keep(out, True, {"budget": "quick"}) is None  # no file yet
+    out.write_text(json.dumps({"meta": {"budget": "quick"}, "methods": {"a": 1}}))
+    assert file_to_keep(out, True, {"budget": "quick"})["methods"] == {"a": 1}
+    assert file_to_keep(out, False, {"budget": "quick"}) is None  # every method: made anew
+    assert file_to_keep(out, True, {"budget": "full"}) is None  # another protocol
+
+
+def test_budget_registry_and_file_sets_the_budget_and_names_the_file(monkeypatch, tmp_path):
+    from benchmarks.provenance import ROOT, budget_registry_and_file
+
+    monkeypatch.delenv("FEWSHOT_BUDGET", raising=False)
+    budget, methods, out = budget_registry_and_file(None, "tuning")
+    assert budget == "quick" and os.environ["FEWSHOT_BUDGET"] == "quick" and "ProtoNet" in methods
+    assert out == ROOT / "benchmarks" / "results" / "tuning" / "quick.json"
+    assert budget_registry_and_file(str(tmp_path / "x.json"), "tuning")[2] == tmp_path / "x.json"
+
+
+def test_write_methods_makes_a_file_or_merges_into_the_one_kept(tmp_path):
+    from benchmarks.provenance import write_methods
+
+    out, same = tmp_path / "r.json", {"budget": "quick"}
+    first = write_methods(
+        "tuning", ["--x"], "cpu", time.perf_counter(), same, {"a": 1, "b": 2}, out
+    )
+    assert first["methods"] == {"a": 1, "b": 2} and first["meta"]["budget"] == "quick"
+    assert first["meta"]["command"] == "python -m benchmarks.tuning --x"
+    assert first["meta"]["seconds"] == 0 and json.loads(out.read_text()) == first
+    again = write_methods("tuning", [], "cpu", 0.0, same, {"b": 3}, out, first, ["b"])
+    assert again["methods"] == {"a": 1, "b": 3} and again["meta"]["updates"][0]["methods"] == ["b"]
