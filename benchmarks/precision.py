@@ -59,6 +59,12 @@ def compare(method, S, n_episodes: int = N_EPISODES) -> dict | None:
     from utils.evaluate import evaluate
     from utils.train import PRECISION_VAR, train_or_load
 
+    val = load_split("val", rotations=False)
+    episodes = {  # the same episodes for both precisions
+        s: Episodes(val, *ALL[s], N_QUERY, n_episodes, seed=EPISODE_SEED)
+        for s in SETTINGS
+        if s in method.settings
+    }
     before = os.environ.get(PRECISION_VAR)
     found = {}
     try:
@@ -71,18 +77,11 @@ def compare(method, S, n_episodes: int = N_EPISODES) -> dict | None:
             if history.precision != precision:
                 return None  # trained in fp32 whatever the switch says
             per_episode = {}
-            for setting in (s for s in SETTINGS if s in method.settings):
-                n_way, k_shot = ALL[setting]
-                episodes = Episodes(
-                    load_split("val", rotations=False),
-                    n_way,
-                    k_shot,
-                    N_QUERY,
-                    n_episodes,
-                    seed=EPISODE_SEED,
-                )
+            for setting, setting_episodes in episodes.items():
                 classify = method.classifier(model, S, setting, {})  # choices made on val now
-                accuracy = evaluate(classify, episodes, S.device, desc=f"{method.name}, {setting}")
+                accuracy = evaluate(
+                    classify, setting_episodes, S.device, desc=f"{method.name}, {setting}"
+                )
                 print(
                     f"{method.name}, {precision}, {setting}: {accuracy} on validation", flush=True
                 )

@@ -7,6 +7,8 @@ import os
 import platform
 import shlex
 import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -133,9 +135,6 @@ def write_methods(
     run measured and how) and its :func:`provenance` as ``meta``, or, given the file ``before``
     that a ``--methods`` run (``chosen``) keeps (:func:`file_to_keep`), merged into it
     (:func:`merged`). Returns what it wrote."""
-    import sys
-    import time
-
     argv = sys.argv[1:] if argv is None else argv
     seconds = time.perf_counter() - start
     made = {**provenance(script, argv, device), "seconds": round(seconds)}
@@ -152,9 +151,6 @@ def budget_registry_and_file(out: str | None, folder: str) -> tuple[str, dict, P
     ``quick``, then set for the chapters' code), the registry of every method (the chapters'
     code imported), and its results file, ``out`` when given, else
     ``benchmarks/results/<folder>/<budget>.json``."""
-    import os
-    import sys
-
     budget = os.environ.get("FEWSHOT_BUDGET", "quick")
     os.environ["FEWSHOT_BUDGET"] = budget
     sys.path.insert(0, str(ROOT))

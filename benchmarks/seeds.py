@@ -25,15 +25,12 @@ episodes, leaving out an entry whose config is not the method's config now.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.provenance import ROOT, merged, method_names, parse_seeds, provenance
-from benchmarks.provenance import results_to_update, write_results
+from benchmarks.provenance import budget_registry_and_file, method_names, parse_seeds
+from benchmarks.provenance import results_to_update, write_methods
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -74,17 +71,9 @@ def main(argv=None) -> dict:
     )
     args = p.parse_args(argv)
     seeds = parse_seeds(args.seeds)
-    budget = os.environ.get("FEWSHOT_BUDGET", "quick")
-    os.environ["FEWSHOT_BUDGET"] = budget
-    sys.path.insert(0, str(ROOT))
-    out = (
-        Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "seeds" / f"{budget}.json"
-    )
+    budget, METHODS, out = budget_registry_and_file(args.out, "seeds")
     names = before = None
     if args.methods:
-        import utils.methods  # noqa: F401  (the chapters' code registers every method)
-        from utils.registry import METHODS
-
         names = method_names(args.methods, list(METHODS))
         before = results_to_update(
             out, {"budget": budget, "protocol": RECORD_PROTOCOL, "seeds": seeds}
@@ -95,26 +84,15 @@ def main(argv=None) -> dict:
         t = time.perf_counter()
         by_seed[str(seed)] = run_seed(seed, names)
         print(f"seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
-    made = {
-        **provenance("seeds", argv or sys.argv[1:], "cuda" if torch.cuda.is_available() else "cpu"),
-        "seconds": round(time.perf_counter() - start),
-    }
     methods = {name: {s: by_seed[s][name] for s in by_seed} for name in by_seed[str(seeds[0])]}
-    if before is None:
-        result = {
-            "meta": {
-                "budget": budget,
-                "setting": SETTING,
-                "protocol": RECORD_PROTOCOL,  # a file without it was made before that protocol
-                "seeds": seeds,
-                **made,
-            },
-            "methods": methods,
-        }
-    else:  # the other methods' entries as they were, and who replaced these
-        result = merged(before, methods, {"methods": names, **made})
-    write_results(result, out)
-    return result
+    same = {
+        "budget": budget,
+        "setting": SETTING,
+        "protocol": RECORD_PROTOCOL,  # a file without it was made before that protocol
+        "seeds": seeds,
+    }
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return write_methods("seeds", argv, device, start, same, methods, out, before, names)
 
 
 if __name__ == "__main__":

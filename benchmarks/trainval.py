@@ -34,12 +34,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 import time
-from pathlib import Path
 
-from benchmarks.provenance import ROOT, merged, method_names, provenance, results_to_update
-from benchmarks.provenance import write_results
+from benchmarks.provenance import budget_registry_and_file, method_names
+from benchmarks.provenance import results_to_update, write_methods
 from utils.registry import RECORD_PROTOCOL
 
 SETTING = "5-way 1-shot"
@@ -121,13 +119,8 @@ def main(argv=None) -> dict:
         "the file (of the same budget and protocol), keeping the others",
     )
     args = p.parse_args(argv)
-    budget = os.environ.get("FEWSHOT_BUDGET", "quick")
-    os.environ["FEWSHOT_BUDGET"] = budget
-    sys.path.insert(0, str(ROOT))
-    out = Path(args.out or ROOT / "benchmarks" / "results" / FOLDER / f"{budget}.json")
-    import utils.methods  # noqa: F401  (the chapters' code registers every method)
+    budget, METHODS, out = budget_registry_and_file(args.out, FOLDER)
     from utils.config import setup
-    from utils.registry import METHODS
 
     names, before = list(METHODS), None
     if args.methods:
@@ -146,17 +139,8 @@ def main(argv=None) -> dict:
                 / len(entry["train"]["per_episode"])
             )
             print(f"{name}: trainval - train {gain:+.1f} points ({time.perf_counter() - t:.0f} s)")
-    made = {
-        **provenance("trainval", argv or sys.argv[1:], S.device),
-        "seconds": round(time.perf_counter() - start),
-    }
-    if before is None:
-        meta = {"budget": budget, "setting": SETTING, "protocol": RECORD_PROTOCOL, "seed": 0}
-        result = {"meta": {**meta, **made}, "methods": methods}
-    else:
-        result = merged(before, methods, {"methods": names, **made})
-    write_results(result, out)
-    return result
+    same = {"budget": budget, "setting": SETTING, "protocol": RECORD_PROTOCOL, "seed": 0}
+    return write_methods("trainval", argv, S.device, start, same, methods, out, before, names)
 
 
 if __name__ == "__main__":
