@@ -68,7 +68,7 @@ def test_a_config_holds_both_budgets_and_resolves_one():
         Toy(lr=0.0)
 
 
-def test_a_config_kept_in_fp32_keeps_the_key_it_had_before_the_bf16_field():
+def test_the_bf16_field_is_left_out_of_the_key():
     import hashlib
     import json
     from dataclasses import dataclass
@@ -82,4 +82,6 @@ def test_a_config_kept_in_fp32_keeps_the_key_it_had_before_the_bf16_field():
 
     before = json.dumps(["Settings", {"steps": 3}], sort_keys=True)  # the key without the field
     assert Settings().key() == hashlib.sha256(before.encode()).hexdigest()[:8]
-    assert Settings(bf16=True).key() != Settings().key()  # trained in bf16: other runs
+    # The precision is in the run's name (utils.train.run_path), not in the key: the check of
+    # benchmarks/precision.py, which trains an fp32 method in bf16, finds the bf16 runs of before
+    assert Settings(bf16=True).key() == Settings().key()

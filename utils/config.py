@@ -186,11 +186,11 @@ class Config:
 
     def key(self) -> str:
         """Eight hex digits that change whenever the class or any value of the settings does.
-        A field ``bf16`` that is ``False`` (a method that trains in fp32 even where the book
-        trains in bfloat16: ``utils.train.train_steps``) is left out, so that such a method
-        keeps the key, and the runs, that it had before the book trained in bfloat16."""
+        A field ``bf16`` (whether a method may train in bfloat16: ``utils.train.train_steps``)
+        is left out: the precision a run trained in is in its file's name
+        (``utils.train.run_path``), and the methods keep the keys, and the runs, that they had
+        before the book trained in bfloat16."""
         values = asdict(self)
-        if values.get("bf16") is False:
-            del values["bf16"]
+        values.pop("bf16", None)
         text = json.dumps([type(self).__name__, values], sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:8]

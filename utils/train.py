@@ -211,8 +211,8 @@ def run_path(name: str, setup: Setup, config: Config | None = None) -> "os.PathL
     the config's values at this budget is part of the file's name, so that a changed setting
     finds no run and trains anew, and so is ``-bf16`` where models train in bfloat16
     (:func:`training_precision`, unless the config says ``bf16 = False``), so that the runs and
-    records of the two precisions never stand in for each other. A trainer that does not go
-    through :func:`train_steps` (Reptile's, DAGAN's) trains in fp32 under either name."""
+    records of the two precisions never stand in for each other. Reptile's and DAGAN's trainers
+    do not go through :func:`train_steps` and train in fp32: their configs say ``bf16 = False``."""
     key = "" if config is None else f"-{config.at(setup.budget).key()}"
     in_bf16 = training_precision(setup.device) == "bf16" and getattr(config, "bf16", True)
     bf16 = "-bf16" if in_bf16 else ""
