@@ -253,6 +253,7 @@ def test_runs_of_the_two_precisions_have_names_of_their_own(monkeypatch, tmp_pat
     monkeypatch.setenv(PRECISION_VAR, "bf16")
     bf16 = run_path("toy", s, _toy_config()())
     assert bf16.name == fp32.name.replace(".pt", "-bf16.pt") and fp32.name.startswith("toy-quick")
+    assert run_path("toy", s).name == "toy-quick-seed0.pt"  # no config: nothing trained in bf16
 
     from dataclasses import dataclass
 

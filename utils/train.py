@@ -212,9 +212,14 @@ def run_path(name: str, setup: Setup, config: Config | None = None) -> "os.PathL
     finds no run and trains anew, and so is ``-bf16`` where models train in bfloat16
     (:func:`training_precision`, unless the config says ``bf16 = False``), so that the runs and
     records of the two precisions never stand in for each other. Reptile's and DAGAN's trainers
-    do not go through :func:`train_steps` and train in fp32: their configs say ``bf16 = False``."""
+    do not go through :func:`train_steps` and train in fp32: their configs say ``bf16 = False``;
+    a run without a config (the record of a method that trains nothing) has neither suffix."""
     key = "" if config is None else f"-{config.at(setup.budget).key()}"
-    in_bf16 = training_precision(setup.device) == "bf16" and getattr(config, "bf16", True)
+    in_bf16 = (
+        config is not None
+        and training_precision(setup.device) == "bf16"
+        and getattr(config, "bf16", True)
+    )
     bf16 = "-bf16" if in_bf16 else ""
     return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}{key}{bf16}.pt"
 
