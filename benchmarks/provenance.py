@@ -48,8 +48,8 @@ def write_results(result: dict, out: Path) -> Path:
 def results_to_update(out: Path, same: dict) -> dict:
     """The contents of the results file ``out`` that a ``--methods`` run updates: refused with a
     ``SystemExit`` when it does not exist or its ``meta`` differs from ``same`` in any key."""
-    before = json.loads(out.read_text()) if out.is_file() else None
-    if before is None or any(before["meta"].get(k) != v for k, v in same.items()):
+    before = file_to_keep(out, True, same)
+    if before is None:
         raise SystemExit(
             f"--methods replaces entries of {out}, which must exist with {same}: "
             "run without --methods to make it"
