@@ -64,8 +64,9 @@ serve:
 
 # The lint, then the unit tests and the chapters in one run of tools/execute.py (`notebooks` with
 # --unit-tests): the unit tests take one of its two lanes first, the chapters the rest (`make
-# unit` runs the unit tests alone).
-test: EXECUTE_ARGS := --unit-tests
+# unit` runs the unit tests alone). `make test COLAB_CHECK=1` (CI) adds the Colab reproduction
+# (.ci/colab-check, chapter 7 loading the runs that chapter 7 trained) as one more job.
+test: EXECUTE_ARGS := --unit-tests $(if $(COLAB_CHECK),--colab-check)
 test: lint notebooks
 
 # ruff over utils/, tests/, benchmarks/, .ci/ and the chapters' code cells (pyproject.toml): the

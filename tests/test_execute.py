@@ -11,7 +11,7 @@ EVERY = execute.chapters()
 def test_the_chapters_are_the_notebooks_in_the_books_order():
     assert EVERY[0] == "01_few_shot_problem" and execute.LAST in EVERY
     assert EVERY == sorted(EVERY) and execute.UNIT not in EVERY
-    assert all(c in EVERY for c in execute.ORDER if c != execute.UNIT)
+    assert all(c in EVERY for c in execute.ORDER if c not in (execute.UNIT, execute.COLAB))
     assert all(need in EVERY for needed in execute.NEEDS.values() for need in needed)
 
 
@@ -39,6 +39,28 @@ def test_the_unit_tests_are_one_more_job_that_starts_first():
     assert execute.next_ready(jobs, set(), jobs) == execute.UNIT
     assert execute.needs(execute.LAST, jobs) == set(jobs) - {execute.LAST}  # after the tests too
     assert execute.needs(execute.UNIT, jobs) == set()
+
+
+def test_the_colab_reproduction_is_one_more_job_after_chapter_7(monkeypatch, tmp_path):
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    line, folder = execute.command(execute.COLAB, 10)
+    assert folder == execute.ROOT and line[:2] == ["bash", ".ci/colab-check"]
+    assert "--skip-if-no-python" in line and line[-2:] == ["--runs-from", str(tmp_path / "runs")]
+    jobs = [execute.UNIT, *EVERY, execute.COLAB]
+    assert execute.needs(execute.COLAB, jobs) == {"07_maml"}
+    assert execute.needs(execute.LAST, jobs) == set(jobs) - {execute.LAST, execute.COLAB}
+    done = {execute.UNIT, "07_maml"}
+    waiting = [j for j in jobs if j not in done]
+    assert execute.next_ready(waiting, done, jobs) != execute.COLAB  # the chapters first
+    others = set(jobs) - {execute.COLAB, execute.LAST, "12_what_it_costs"}
+    assert execute.next_ready([execute.COLAB, execute.LAST], others, jobs) == execute.COLAB
+    assert execute.next_ready([execute.COLAB], {execute.UNIT}, jobs) is None
+
+
+def test_the_colab_reproduction_needs_chapter_7(capsys):
+    with pytest.raises(SystemExit):
+        execute.main(["01", "--colab-check"])
+    assert "--colab-check loads chapter 7's runs: select 07_maml too" in capsys.readouterr().err
 
 
 def test_threads_share_the_cores():

@@ -5,7 +5,10 @@ chapter runs in its own pytest process (``pytest --nbval-lax``, from ``chapters/
 output in ``_build/logs/<chapter>.log``, printed in part when the chapter ends. With
 ``--unit-tests`` the unit tests (``pytest tests``, log ``_build/logs/tests.log``) are one more job
 of the same two lanes, the first to start: beside the chapters they cost the run about half of
-their time alone, and a failing test stops the chapters early.
+their time alone, and a failing test stops the chapters early. With ``--colab-check`` (CI's ``make
+test COLAB_CHECK=1``) the Colab reproduction is one more job too (``.ci/colab-check``, log
+``_build/logs/colab.log``): it starts once chapter 7 has trained the two MAML runs it loads, and
+takes a lane, so that it shares the cores with one chapter, not with two: in CI, beside chapter 11.
 
 Two at a time: the chapters' training and test-time steps are small operations that two CPU
 threads share poorly. On the book's 2-core machine, two chapters side by side with one thread
@@ -15,12 +18,14 @@ one thread anyway. A machine with more cores gives each chapter half of them.
 
 Order: a chapter starts once the chapters whose trained models or records it reads have ended
 (:data:`NEEDS`); among those ready, the longest first (:data:`ORDER`). The comparison, chapter
-11, reads every method's run and record: it runs last, alone, with every thread. The first
-chapter that fails stops the others; the exit status is 1 then, else 0.
+11, reads every method's run and record: it runs last, with every thread when it runs alone (one
+when the Colab reproduction is still running). The first job that fails stops the others; the
+exit status is 1 then, else 0.
 
     python -m tools.execute                      # every chapter
     python -m tools.execute 05_prototypical 10   # some (names or their numbers)
     python -m tools.execute --unit-tests         # the unit tests and every chapter (make test)
+    python -m tools.execute --unit-tests --colab-check   # and the Colab reproduction (CI)
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ CHAPTERS = ROOT / "chapters"
 LOGS = ROOT / "_build" / "logs"
 LAST = "11_comparison"  # reads every other chapter's runs and records
 UNIT = "tests"  # the job of the unit tests (``pytest tests`` from the repository's root)
-NEEDS = {  # chapter -> the chapters whose runs or records it loads (else it would train them)
+COLAB = "colab"  # the job of the Colab reproduction (``.ci/colab-check``, with chapter 7's runs)
+NEEDS = {  # job -> the chapters whose runs or records it loads (else it would train them)
+    COLAB: {"07_maml"},  # the MAML and FOMAML runs, loaded under Colab's versions
     "09_what_meta_learning_learns": {
         "01_few_shot_problem",  # the record of the pixels' nearest class mean
         "02_transfer_learning",  # the transfer backbone and SimpleShot's record
@@ -49,7 +56,9 @@ NEEDS = {  # chapter -> the chapters whose runs or records it loads (else it wou
     "10_more_data_from_less": {"05_prototypical"},
 }
 # The unit tests first (a failure ends the run early), then the longest first, as measured in CI
-# on two cores: chapter 7 then 9 is the longest chain.
+# on two cores: chapter 7 then 9 is the longest chain. The Colab reproduction (about 7 minutes on
+# one thread) last, beside chapter 11: chapter 11 then runs on one thread, which costs it less
+# than a lane left to a second thread gives.
 ORDER = (
     UNIT,
     "07_maml",
@@ -62,6 +71,7 @@ ORDER = (
     "06_relation",
     "03_siamese",
     "04_matching",
+    COLAB,
 )
 
 
@@ -71,9 +81,10 @@ def chapters() -> list[str]:
 
 
 def needs(chapter: str, among: list[str]) -> set[str]:
-    """The chapters of ``among`` that must end before ``chapter`` starts."""
+    """The jobs of ``among`` that must end before ``chapter`` starts (chapter 11: every other one
+    but the Colab reproduction, which it may run beside)."""
     if chapter == LAST:
-        return set(among) - {chapter}
+        return set(among) - {chapter, COLAB}
     return NEEDS.get(chapter, set()) & set(among)
 
 
@@ -102,7 +113,12 @@ def _cores() -> int:
 
 
 def command(job: str, durations: int) -> tuple[list[str], Path]:
-    """The pytest command line of ``job`` (a chapter, or :data:`UNIT`) and its folder."""
+    """The command line of ``job`` (a chapter, :data:`UNIT` or :data:`COLAB`) and its folder."""
+    if job == COLAB:  # says so loudly, and passes, on a machine without Colab's Python
+        from utils.config import cache_dir  # torch: only for this job
+
+        runs = cache_dir() / "runs"
+        return ["bash", ".ci/colab-check", "--skip-if-no-python", "--runs-from", str(runs)], ROOT
     line = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
     line += [f"--durations={durations}", "--durations-min=1"]
     if job == UNIT:
@@ -131,9 +147,10 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _summary(log: Path) -> tuple[str, list[str]]:
-    """The last line of pytest's report in ``log``, and its slowest cells."""
+    """The last line of pytest's report in ``log`` (else its last line), and its slowest cells."""
     lines = log.read_text(errors="replace").splitlines()
-    last = next((ln.strip("= ") for ln in reversed(lines) if ln.startswith("=")), "no report")
+    last = next((ln.strip("= ") for ln in reversed(lines) if ln.startswith("=")), None)
+    last = last or next((ln.strip() for ln in reversed(lines) if ln.strip()), "no report")
     slow = [ln for ln in lines if re.match(r"\d+\.\d+s (call|setup|teardown) ", ln)]
     return last, slow
 
@@ -176,7 +193,8 @@ def run(selected: list[str], jobs: int = 2, durations: int = 10) -> int:
         for chapter, (process, _, _) in running.items():
             _stop(process)
             print(f"{stamp()} {chapter}: stopped")
-    print(f"{stamp()} every {'job' if UNIT in selected else 'chapter'} passed; their seconds:")
+    what = "job" if {UNIT, COLAB} & set(selected) else "chapter"
+    print(f"{stamp()} every {what} passed; their seconds:")
     for chapter in selected:
         print(f"    {took[chapter]:6.0f} s  {chapter}")
     return 0
@@ -189,6 +207,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--unit-tests", action="store_true", help="the unit tests too, as one more job (make test)"
     )
+    parser.add_argument(
+        "--colab-check",
+        action="store_true",
+        help="the Colab reproduction too, after chapter 7 (make test COLAB_CHECK=1, as in CI)",
+    )
     args = parser.parse_args(argv)
     every = chapters()
     selected = []
@@ -197,6 +220,10 @@ def main(argv=None) -> int:
         if not match:
             parser.error(f"no chapter {name!r}; the chapters are {', '.join(every)}")
         selected += match
+    if args.colab_check:
+        if "07_maml" not in selected:
+            parser.error("--colab-check loads chapter 7's runs: select 07_maml too")
+        selected.append(COLAB)
     if args.unit_tests:
         selected.insert(0, UNIT)
     if args.jobs < 1:
