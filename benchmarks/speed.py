@@ -586,7 +586,9 @@ def section_training(device: torch.device, reps: dict) -> list[dict]:
     """Each quick-budget trainer for a few steps alone, then beside a busy process, with torch's
     threads and again with one thread (as each chapter trains in CI, ``tools/execute.py``): ms
     per step of the training loop (``history.seconds``) and the slowdown, one row per method
-    and thread count (the threads torch was set to; Reptile's trainer takes one anyway)."""
+    and thread count (the threads torch was set to; Reptile's trainer takes one anyway), with
+    the threads of most steps beside the busy process (``utils.train.fit`` takes fewer while
+    other processes keep cores busy)."""
     import utils.methods  # noqa: F401  (the chapters' code registers every method)
     from utils.data import load_split
     from utils.registry import METHODS
@@ -604,17 +606,18 @@ def section_training(device: torch.device, reps: dict) -> list[dict]:
                     m = METHODS[method]
                     config = replace(m.config, steps=n)
                     with quiet():
-                        alone = m.train(S, config)[1].seconds
+                        alone = m.train(S, config)[1]
                     with busy_process(), quiet():
-                        beside = m.train(S, config)[1].seconds
+                        beside = m.train(S, config)[1]
                     rows.append(
                         {
                             "method": name,
                             "threads": n_threads,
+                            "beside_threads": beside.threads,
                             "steps": n,
-                            "alone_ms": 1e3 * alone / n,
-                            "beside_ms": 1e3 * beside / n,
-                            "slowdown": beside / alone,
+                            "alone_ms": 1e3 * alone.seconds / n,
+                            "beside_ms": 1e3 * beside.seconds / n,
+                            "slowdown": beside.seconds / alone.seconds,
                         }
                     )
             finally:
@@ -691,7 +694,7 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
                 _f(r["beside_ms"]),
                 _f(r["alone_ms"]),
                 _f(r["slowdown"], "{:.2f}"),
-                "",
+                f"beside: {r.get('beside_threads', '?')} thread(s)",
             )
         )
     return lines

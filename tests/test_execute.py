@@ -93,3 +93,11 @@ def test_a_failing_chapter_fails_the_run_and_shows_its_log(tmp_path, monkeypatch
     assert execute.run(["01_fine", "02_broken"]) == 1
     out = capsys.readouterr().out
     assert "broken on purpose" in out and (tmp_path / "logs" / "02_broken.log").is_file()
+
+
+def test_a_jobs_summary_is_pytests_report_else_its_last_line(tmp_path):
+    log = tmp_path / "job.log"
+    log.write_text("==> a stage\n===== 3 passed in 1.00s =====\n1.50s call     x.ipynb::Cell 2\n")
+    assert execute._summary(log) == ("3 passed in 1.00s", ["1.50s call     x.ipynb::Cell 2"])
+    log.write_text("==> done (360 s since start)\ncolab-check: PASSED in 360 s\n\n")
+    assert execute._summary(log) == ("colab-check: PASSED in 360 s", [])

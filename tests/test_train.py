@@ -24,7 +24,8 @@ def test_fit_runs_on_the_threads_asked_and_restores_them():
     before, seen = torch.get_num_threads(), []
     history = fit(lambda _: seen.append(torch.get_num_threads()) or {}, range(2), threads=1)
     assert seen == [1, 1] and history.threads == 1 and torch.get_num_threads() == before
-    assert fit(lambda _: {}, range(1)).threads == before  # recorded: the run's speed depends on it
+    # recorded: the run's speed depends on it (fewer than PyTorch's while other processes are busy)
+    assert 1 <= fit(lambda _: {}, range(1)).threads <= before
 
     def boom(_):
         raise RuntimeError("boom")
@@ -34,6 +35,46 @@ def test_fit_runs_on_the_threads_asked_and_restores_them():
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         fit(lambda _: {}, range(1), threads=0)
+
+
+def test_fit_takes_fewer_threads_while_other_processes_keep_cores_busy(monkeypatch, capsys):
+    from utils import train
+
+    free = iter([1, 1, 2])  # one core free at the start and at the first look again, then two
+
+    class Stub:
+        def count(self):
+            return next(free)
+
+    clock = iter(range(0, 1000, 6))  # 6 s a step: fit looks again every other step
+    monkeypatch.setattr(train, "FreeCores", Stub)
+    monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
+    before, seen = torch.get_num_threads(), []
+    torch.set_num_threads(2)
+    try:
+        history = fit(lambda _: seen.append(torch.get_num_threads()) or {}, range(5), desc="toy")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1, 1, 1, 2] and history.threads == 1  # the threads of most steps
+    assert "(4 on fewer threads than 2: other processes were busy)" in capsys.readouterr().out
+    assert fit(lambda _: {}, range(2), threads=2).threads == 2  # asked for: never looked at
+
+
+def test_free_cores_counts_the_cores_that_other_processes_leave(monkeypatch):
+    from utils.train import FreeCores
+
+    free = FreeCores(window=0.0)
+    if free.count() is None:
+        pytest.skip("no /proc/stat here")
+    cores = len(free.cpus)
+    # (busy seconds of the cores, this process's CPU seconds, the clock)
+    reads = iter([(10.0, 1.0, 100.0), (28.0, 9.0, 110.0), (40.0, 19.0, 120.0)])
+    monkeypatch.setattr(free, "_read", lambda: next(reads))
+    free._last = free._read()
+    assert free.count() == cores - 1  # 18 s busy, 8 of them ours: 1.0 core elsewhere
+    assert free.count() == cores  # 12 s busy, 10 of them ours: 0.2 of a core, not counted
+    assert 0 <= FreeCores(window=0.05).count() <= cores
 
 
 def test_runs_round_trip_in_the_cache(tmp_path, monkeypatch):

@@ -149,7 +149,8 @@ def _stop(process: subprocess.Popen) -> None:
 def _summary(log: Path) -> tuple[str, list[str]]:
     """The last line of pytest's report in ``log`` (else its last line), and its slowest cells."""
     lines = log.read_text(errors="replace").splitlines()
-    last = next((ln.strip("= ") for ln in reversed(lines) if ln.startswith("=")), None)
+    report = (ln for ln in reversed(lines) if ln.startswith("=") and ln.endswith("="))
+    last = next((ln.strip("= ") for ln in report), None)
     last = last or next((ln.strip() for ln in reversed(lines) if ln.strip()), "no report")
     slow = [ln for ln in lines if re.match(r"\d+\.\d+s (call|setup|teardown) ", ln)]
     return last, slow

@@ -79,6 +79,49 @@ class PeakMemory:
         return False
 
 
+class FreeCores:
+    """How many of this process's CPU cores the other processes leave free: ``count()``
+    measures, on Linux, the busy time of those cores (``/proc/stat``) less this process's own
+    CPU time, since the previous ``count()`` (the first waits ``window`` seconds), and counts a
+    core as taken from 0.4 of a core busy elsewhere on. It returns ``None`` where
+    ``/proc/stat`` cannot be read (macOS, Windows)."""
+
+    def __init__(self, window: float = 0.1):
+        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.window = window
+        self._last = self._read()
+
+    def _read(self) -> tuple[float, float, float] | None:
+        """(busy seconds of the cores since boot, this process's CPU seconds, the clock)."""
+        try:
+            lines = Path("/proc/stat").read_text().splitlines()
+        except OSError:
+            return None
+        busy = 0
+        for line in lines:  # cpuN user nice system idle iowait irq softirq steal ...
+            name, *ticks = line.split()
+            if name[3:].isdigit() and name.startswith("cpu") and int(name[3:]) in self.cpus:
+                t = [int(x) for x in ticks[:8]]
+                busy += sum(t) - t[3] - t[4]
+        return busy / os.sysconf("SC_CLK_TCK"), time.process_time(), time.perf_counter()
+
+    def count(self) -> int | None:
+        """The free cores since the previous call (or since this object was made)."""
+        if self._last is None or not self.cpus:
+            return None
+        time.sleep(max(0.0, self.window - (time.perf_counter() - self._last[2])))
+        now = self._read()
+        if now is None:
+            return None
+        busy, own, wall = (a - b for a, b in zip(now, self._last))
+        self._last = now
+        elsewhere = max(0.0, busy - own) / max(wall, 1e-9)
+        return max(0, len(self.cpus) - int(elsewhere + 0.6))
+
+
+RECHECK_SECONDS = 10.0  # how often fit looks again at the cores that other processes leave free
+
+
 def fit(
     step: Callable[[Any], dict],
     batches: Iterable,
@@ -87,24 +130,38 @@ def fit(
 ) -> History:
     """Call ``step(batch)`` for every batch (an episode, or a batch of images) with a
     progress bar; ``step`` does one update and returns its metrics as ``{name: float}``. The
-    history holds them, the loop's seconds and its peak memory (:class:`PeakMemory`).
+    history holds them, the loop's seconds, the CPU threads of most of its steps and its peak
+    memory (:class:`PeakMemory`).
 
     ``threads``: the CPU threads PyTorch uses during the loop (then restored). One thread suits
     training made of many small operations (Reptile's minibatches of ten images): it is about
     as fast as two on a quiet machine, and two threads on cores that another busy process
     shares wait on each other and slow down several times (measured by ``make bench``).
+    ``None``: PyTorch's threads, fewer while other processes keep cores busy
+    (:class:`FreeCores`, looked at when the loop starts and every :data:`RECHECK_SECONDS`), so
+    that a busy machine slows training down about as much as it would on one thread. On a quiet
+    machine that is PyTorch's threads throughout, and a seed gives the same run as before; under
+    other load the thread count, and so the last digits of the sums, depend on that load.
     """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     before = torch.get_num_threads()
+    most = threads or before
+    free = FreeCores() if threads is None and most > 1 else None
+    steps_at: dict[int, int] = {}  # threads -> steps run on them
     history, start = History(), time.perf_counter()
     bar = tqdm(batches, desc=desc)
+    checked = -float("inf")
     try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        history.threads = torch.get_num_threads()
+        torch.set_num_threads(most)
         with PeakMemory() as peak:  # the loop's own memory: models, optimizer, activations
             for batch in bar:
+                if free is not None and time.perf_counter() - checked >= RECHECK_SECONDS:
+                    n = free.count()
+                    torch.set_num_threads(most if n is None else max(1, min(most, n)))
+                    checked = time.perf_counter()
+                n_threads = torch.get_num_threads()
+                steps_at[n_threads] = steps_at.get(n_threads, 0) + 1
                 for name, value in step(batch).items():
                     history.setdefault(name, []).append(float(value))
                 bar.set_postfix(
@@ -113,7 +170,10 @@ def fit(
     finally:
         torch.set_num_threads(before)
     history.seconds, history.peak_mb = time.perf_counter() - start, peak.mb
-    print(f"{desc}: {len(bar)} steps in {history.seconds:.0f} s")
+    history.threads = max(steps_at, key=steps_at.get) if steps_at else most
+    fewer = sum(k for t, k in steps_at.items() if t < most)
+    busy = f" ({fewer} on fewer threads than {most}: other processes were busy)" if fewer else ""
+    print(f"{desc}: {len(bar)} steps in {history.seconds:.0f} s{busy}")
     return history
 
 
