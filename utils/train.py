@@ -140,7 +140,7 @@ def fit(
     ``None``: PyTorch's threads, fewer while other processes keep cores busy
     (:class:`FreeCores`, looked at when the loop starts and every :data:`RECHECK_SECONDS`), so
     that a busy machine slows training down about as much as it would on one thread. On a quiet
-    machine that is PyTorch's threads throughout, and a seed gives the same run as before; under
+    machine that is PyTorch's threads throughout, and a seed always gives the same run; under
     other load the thread count, and so the last digits of the sums, depend on that load.
     """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
