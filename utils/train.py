@@ -140,8 +140,9 @@ def fit(
     ``None``: PyTorch's threads, fewer while other processes keep cores busy
     (:class:`FreeCores`, looked at when the loop starts and every :data:`RECHECK_SECONDS`), so
     that a busy machine slows training down about as much as it would on one thread. On a quiet
-    machine that is PyTorch's threads throughout, and a seed always gives the same run; under
-    other load the thread count, and so the last digits of the sums, depend on that load.
+    machine that is PyTorch's threads throughout, so a run is the one it would be without the
+    check (with two threads a seed need not repeat its run exactly: the sums' order may vary);
+    under other load the thread count, and so the last digits of the sums, depend on that load.
     """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
