@@ -2,7 +2,7 @@ import copy
 
 import torch
 
-from utils.models import conv4, conv_block, n_parameters
+from utils.models import conv4, conv_block, embed_once, n_parameters
 
 
 def test_conv4_maps_28x28_to_64():
@@ -34,3 +34,48 @@ def test_conv_weights_are_channels_last_and_give_the_same_numbers():
     x = torch.rand(6, 1, 28, 28)
     plain = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
     torch.testing.assert_close(net(x), plain(x), atol=1e-5, rtol=1e-4)
+
+
+class Counting(torch.nn.Module):
+    """conv4 that counts the images it embeds."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.seen = conv4(), 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return self.net(x)
+
+
+def test_embed_once_embeds_each_image_once_and_gives_the_modules_outputs():
+    torch.manual_seed(0)
+    model = Counting().eval()
+    embed = embed_once(model)
+    pool = torch.rand(10, 1, 28, 28)
+    with torch.no_grad():
+        first = embed(pool[:6])
+        torch.testing.assert_close(first, model.net(pool[:6]), rtol=0, atol=0)  # same batch
+        again = embed(pool[[5, 2, 9, 9, 7, 0]])  # two new images, one of them twice
+        assert model.seen == 6 + 2
+        torch.testing.assert_close(again, model.net(pool[[5, 2, 9, 9, 7, 0]]))
+
+
+def test_embed_once_forgets_when_the_module_changes_and_never_remembers_in_training():
+    torch.manual_seed(0)
+    model = Counting().eval()
+    embed = embed_once(model)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        embed(x)
+        for p in model.parameters():
+            p.add_(0.1)  # an optimiser step changes the parameters in place
+        torch.testing.assert_close(embed(x), model.net(x))
+        assert model.seen == 8
+    model.train()  # batch statistics: an image's output depends on its batch
+    with torch.no_grad():
+        embed(x), embed(x)
+    assert model.seen == 16
+    model.eval()
+    out = embed(x)  # gradients on: computed, with its graph
+    assert out.requires_grad and model.seen == 20

@@ -17,7 +17,7 @@ from utils.config import Budget, Config
 from utils.data import load_split
 from utils.episodes import Episode, Episodes, N_QUERY
 from utils.evaluate import Accuracy, SETTINGS, choose_on_validation, choose_steps_on_validation
-from utils.models import conv4, conv_block
+from utils.models import conv4, conv_block, embed_once
 from utils.registry import METHODS, Method, chosen, register, trained
 from utils.train import fit, train_steps
 
@@ -144,11 +144,12 @@ def classifier_transfer_ncm(backbone, mean=None, l2: bool = False):
     """Nearest class mean on frozen features: with ``l2`` or a ``mean`` they are first
     centred on ``mean`` (when given; SimpleShot uses the training images' mean feature) and
     scaled to length 1 (:func:`transfer_normalise`). Returns ``classify``."""
+    embed = embed_once(backbone)  # each test image through the backbone once
 
     @torch.no_grad()
     def classify(support, support_labels, query):
         backbone.eval()
-        s, q = backbone(support), backbone(query)
+        s, q = embed(support), embed(query)
         if mean is not None or l2:
             s, q = transfer_normalise(s, mean), transfer_normalise(q, mean)
         n = int(support_labels.max()) + 1
@@ -163,12 +164,13 @@ def classifier_transfer_logreg(
 ):
     """A linear classifier (multinomial logistic regression) trained with Adam on the
     support set's frozen, centred and L2-normalised features. Returns ``classify``."""
+    embed = embed_once(backbone)  # each test image through the backbone once
 
     def classify(support, support_labels, query):
         backbone.eval()
         with torch.no_grad():
-            s = transfer_normalise(backbone(support), mean)
-            q = transfer_normalise(backbone(query), mean)
+            s = transfer_normalise(embed(support), mean)
+            q = transfer_normalise(embed(query), mean)
         n = int(support_labels.max()) + 1
         layer = torch.nn.Linear(s.shape[1], n).to(s.device)
         torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
@@ -190,12 +192,13 @@ def classifier_transfer_cosine(
 ):
     """Baseline++'s cosine classifier on frozen features: class directions, started at the
     normalised class means and trained on the support set. Returns ``classify``."""
+    embed = embed_once(backbone)  # each test image through the backbone once
 
     def classify(support, support_labels, query):
         backbone.eval()
         with torch.no_grad():
-            s = transfer_normalise(backbone(support), mean)
-            q = transfer_normalise(backbone(query), mean)
+            s = transfer_normalise(embed(support), mean)
+            q = transfer_normalise(embed(query), mean)
         n = int(support_labels.max()) + 1
         w = torch.stack([s[support_labels == c].mean(0) for c in range(n)])
         w = F.normalize(w, dim=1).clone().requires_grad_(True)
@@ -497,11 +500,12 @@ def train_siamese(S, config=SiameseConfig()):
 def classifier_siamese(model):
     """``classify(support, support_labels, query)`` -> scores ``[N*Q, N]``: for each class the
     highest similarity of the query to one of the class's support images (eval mode, no grad)."""
+    embed = embed_once(model.encoder)  # each test image through the encoder once
 
     @torch.no_grad()
     def classify(support, support_labels, query):
         model.eval()
-        z = model.encoder(torch.cat([support, query]))
+        z = embed(torch.cat([support, query]))
         sim = model.similarity(z[len(support) :], z[: len(support)])  # [queries, supports]
         n = int(support_labels.max()) + 1
         return torch.stack([sim[:, support_labels == c].max(1).values for c in range(n)], 1)
@@ -535,15 +539,16 @@ class MatchingNet(nn.Module):
         self.encoder = conv4(hidden=hidden)
         self.scale = scale
 
-    def attention(self, support, query):
-        """Attention ``a(query, support)``: ``[N*Q, N*K]``, each row sums to 1."""
-        z = F.normalize(self.encoder(torch.cat([support, query])), dim=1)
+    def attention(self, support, query, embed=None):
+        """Attention ``a(query, support)``: ``[N*Q, N*K]``, each row sums to 1; ``embed``
+        embeds the images in place of the encoder (it must give the encoder's numbers)."""
+        z = F.normalize((embed or self.encoder)(torch.cat([support, query])), dim=1)
         zs, zq = z[: len(support)], z[len(support) :]
         return (self.scale * zq @ zs.T).softmax(dim=1)
 
-    def forward(self, support, support_labels, query):
+    def forward(self, support, support_labels, query, embed=None):
         """Log-probabilities ``[N*Q, N]``: log of the attention summed over each class."""
-        a = self.attention(support, query)
+        a = self.attention(support, query, embed)
         onehot = F.one_hot(support_labels, int(support_labels.max()) + 1).to(a.dtype)
         return (a @ onehot).clamp_min(1e-8).log()
 
@@ -584,11 +589,12 @@ def train_matching(S, config=MatchingConfig()):
 def classifier_matching(model):
     """``classify(support, support_labels, query)`` -> log-probabilities ``[N*Q, N]``
     (eval mode, no grad)."""
+    embed = embed_once(model.encoder)  # each test image through the encoder once
 
     @torch.no_grad()
     def classify(support, support_labels, query):
         model.eval()
-        return model(support, support_labels, query)
+        return model(support, support_labels, query, embed)
 
     return classify
 
@@ -685,11 +691,12 @@ def train_protonet(
 def classifier_protonet(model, distance="euclidean"):
     """``classify(support, support_labels, query) -> scores [N*Q, N]`` of a trained
     prototypical network (evaluation mode, no gradients)."""
+    embed = embed_once(model)  # each test image through the network once
 
     @torch.no_grad()
     def classify(support, support_labels, query):
         model.eval()
-        z = model(torch.cat([support, query]))
+        z = embed(torch.cat([support, query]))
         prototypes = protonet_prototypes(z[: len(support)], support_labels)
         return protonet_scores(z[len(support) :], prototypes, distance)
 
@@ -770,8 +777,9 @@ class RelationNetwork(nn.Module):
         self.embedding = relation_embedding()
         self.relation = RelationModule()
 
-    def forward(self, support, support_labels, query):
-        z = self.embedding(torch.cat([support, query]))  # one batch: support, then query
+    def forward(self, support, support_labels, query, embed=None):
+        """``embed`` embeds the images in place of f (it must give f's numbers)."""
+        z = (embed or self.embedding)(torch.cat([support, query]))  # support, then query
         zs, zq = z[: len(support)], z[len(support) :]
         n_way = int(support_labels.max()) + 1
         class_maps = torch.stack([zs[support_labels == c].mean(0) for c in range(n_way)])
@@ -818,11 +826,12 @@ def train_relation(S, config=RelationConfig(), loss=relation_loss):
 def classifier_relation(model):
     """``classify(support, support_labels, query) -> relation scores [N*Q, N]`` of a trained
     relation network (evaluation mode, no gradients)."""
+    embed = embed_once(model.embedding)  # each test image through f once
 
     @torch.no_grad()
     def classify(support, support_labels, query):
         model.eval()
-        return model(support, support_labels, query)
+        return model(support, support_labels, query, embed)
 
     return classify
 
@@ -1438,15 +1447,15 @@ def classifier_protonet_augmented(model, augment, copies, seed=0):
     """A prototypical network whose prototypes average the embeddings of the support images and
     of ``copies`` more made from each by ``augment(images, generator)`` (same shape); with
     ``copies=0`` it is ``classifier_protonet(model)``."""
+    embed = embed_once(model)  # each query image through the network once
 
     @torch.no_grad()
     def classify(support, support_labels, query):
         model.eval()
         g = torch.Generator().manual_seed(seed)
         images = torch.cat([support, *(augment(support, g) for _ in range(copies))])
-        z = model(torch.cat([images, query]))
-        prototypes = protonet_prototypes(z[: len(images)], support_labels.repeat(copies + 1))
-        return protonet_scores(z[len(images) :], prototypes)
+        prototypes = protonet_prototypes(model(images), support_labels.repeat(copies + 1))
+        return protonet_scores(embed(query), prototypes)
 
     return classify
 
@@ -1708,12 +1717,13 @@ def hallucination_loss(model, episode, distance="euclidean", m=5):
 def classifier_hallucination(model, m, seed=0):
     """``classify(support, support_labels, query)`` with ``m`` hallucinated examples per
     support image (noise from a generator seeded with ``seed`` for every episode)."""
+    embed = embed_once(model.embedding)  # each test image through the embedding once
 
     @torch.no_grad()
     def classify(support, support_labels, query):
         model.eval()
         g = torch.Generator().manual_seed(seed)
-        z = model(torch.cat([support, query]))
+        z = embed(torch.cat([support, query]))
         prototypes = hallucinated_prototypes(model, z[: len(support)], support_labels, m, g)
         return protonet_scores(z[len(support) :], prototypes)
 

@@ -1,4 +1,5 @@
-"""The Conv-4 backbone of Matching, Prototypical, Relation networks and MAML."""
+"""The Conv-4 backbone of Matching, Prototypical, Relation networks and MAML, and embed_once:
+each test image embedded once."""
 
 from __future__ import annotations
 
@@ -33,3 +34,37 @@ def conv4(in_channels: int = 1, hidden: int = 64, flatten: bool = True) -> nn.Se
 def n_parameters(model: nn.Module) -> int:
     """How many trainable numbers ``model`` has."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def embed_once(module: nn.Module):
+    """``embed(x)``: ``module(x)`` with each distinct image computed once, for evaluation.
+
+    In ``eval()`` mode and without gradients an image's output does not depend on the rest of
+    the batch (batch norm uses its running statistics), so ``embed`` remembers each image's
+    output, keyed by the image's bytes, and computes only the images it has not seen, in one
+    batch, in the order they come. Test episodes draw their images from one pool, so a run of
+    episodes embeds each image once instead of once per episode; the outputs are those of
+    ``module`` up to rounding (a first call computes ``module(x)`` itself). What it remembers
+    is forgotten when a parameter or buffer of ``module`` changes (an optimiser step, a
+    ``load_state_dict``); in training mode or with gradients on, ``embed(x)`` is ``module(x)``
+    and nothing is remembered."""
+    memo: dict[bytes, torch.Tensor] = {}
+    state: list = [None]
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or any(m.training for m in module.modules()):
+            return module(x)
+        now = [(t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())]
+        if now != state[0]:
+            memo.clear()
+            state[0] = now
+        keys = [row.tobytes() for row in x.detach().reshape(len(x), -1).cpu().numpy()]
+        first: dict[bytes, int] = {}  # where each image comes first
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        new = [k for k in first if k not in memo]
+        if new:
+            memo.update(zip(new, module(x[[first[k] for k in new]])))
+        return torch.stack([memo[k] for k in keys])
+
+    return embed
