@@ -539,16 +539,15 @@ class MatchingNet(nn.Module):
         self.encoder = conv4(hidden=hidden)
         self.scale = scale
 
-    def attention(self, support, query, embed=None):
-        """Attention ``a(query, support)``: ``[N*Q, N*K]``, each row sums to 1; ``embed``
-        embeds the images in place of the encoder (it must give the encoder's numbers)."""
-        z = F.normalize((embed or self.encoder)(torch.cat([support, query])), dim=1)
+    def attention(self, support, query):
+        """Attention ``a(query, support)``: ``[N*Q, N*K]``, each row sums to 1."""
+        z = F.normalize(self.encoder(torch.cat([support, query])), dim=1)
         zs, zq = z[: len(support)], z[len(support) :]
         return (self.scale * zq @ zs.T).softmax(dim=1)
 
-    def forward(self, support, support_labels, query, embed=None):
+    def forward(self, support, support_labels, query):
         """Log-probabilities ``[N*Q, N]``: log of the attention summed over each class."""
-        a = self.attention(support, query, embed)
+        a = self.attention(support, query)
         onehot = F.one_hot(support_labels, int(support_labels.max()) + 1).to(a.dtype)
         return (a @ onehot).clamp_min(1e-8).log()
 
@@ -589,12 +588,11 @@ def train_matching(S, config=MatchingConfig()):
 def classifier_matching(model):
     """``classify(support, support_labels, query)`` -> log-probabilities ``[N*Q, N]``
     (eval mode, no grad)."""
-    embed = embed_once(model.encoder)  # each test image through the encoder once
 
     @torch.no_grad()
     def classify(support, support_labels, query):
         model.eval()
-        return model(support, support_labels, query, embed)
+        return model(support, support_labels, query)
 
     return classify
 
