@@ -18,9 +18,10 @@ Run it from the repository root. Five sections, each a list of rows (flat dicts)
    MAML (``utils.methods.maml_task_loss``) and with learn2learn's ``MAML`` from the same weights:
    ms of each and the ratio ours / learn2learn (below 1: ours is faster).
 4. ``adaptation``: test-time adaptation of MAML, FOMAML and Reptile on the book's fixed 5-way
-   1-shot test episodes, the former setting ("before") against today's ("after", the steps and
-   learning rate the trained run saved): ms per episode (the two timed in turns on the same
-   episodes), speed-up and accuracy (95 % interval).
+   1-shot test episodes, the former setting and code ("before": 10 steps for MAML and FOMAML,
+   the query pass in the standard layout; 20 steps for Reptile, its former classifier) against
+   today's ("after", the steps and learning rate the trained run saved): ms per episode (the two
+   timed in turns on the same episodes), speed-up and accuracy (95 % interval).
    The trained weights come from the book's cache (``$FEWSHOT_CACHE``, quick budget, seed 0);
    a method not trained there is timed untrained (its row says ``"trained": false``).
 5. ``training``: each method's quick-budget trainer for a few steps (about 5 s on 2 cores)
@@ -436,6 +437,24 @@ def _reptile_before(model: nn.Module, steps: int, lr: float, transductive: bool 
     return classify
 
 
+def _maml_before(model: nn.Module, steps: int, lr: float) -> Callable:
+    """MAML's transductive test-time classifier as it was before (``classifier_maml`` of
+    ``utils/methods.py`` at commit f9ff2f3): ``steps`` first-order steps of ``lr`` on the support
+    set, then the query images in one batch with the weights in the standard layout."""
+    from torch.func import functional_call
+
+    from utils import methods as M
+
+    def classify(support, support_labels, query):
+        params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+        buffers = dict(model.named_buffers())
+        adapted = M.maml_adapt(model, params, buffers, support, support_labels, steps, lr, True)
+        with torch.no_grad():
+            return functional_call(model, (adapted, buffers), (query,))
+
+    return classify
+
+
 def _trained_model(name: str, S) -> tuple[nn.Module, dict, bool]:
     """The registered method ``name``'s model on ``S.device`` with the weights of the book's run
     when the cache has it: ``(model, choices, trained)``; without a run, untrained weights and
@@ -500,7 +519,7 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
                 trained,
                 (10, MAML_LR),
                 (steps, MAML_LR),
-                M.classifier_maml(model, 10, MAML_LR, statistics="queries"),
+                _maml_before(model, 10, MAML_LR),
                 M.classifier_maml(model, steps, MAML_LR, statistics="queries"),
             )
         )

@@ -79,3 +79,14 @@ def test_embed_once_forgets_when_the_module_changes_and_never_remembers_in_train
     model.eval()
     out = embed(x)  # gradients on: computed, with its graph
     assert out.requires_grad and model.seen == 20
+
+
+def test_the_embeds_of_one_module_share_what_they_remember():
+    torch.manual_seed(0)
+    model, other = Counting().eval(), Counting().eval()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        embed_once(model)(x)
+        torch.testing.assert_close(embed_once(model)(x[:3]), model.net(x[:3]))  # a second embed
+        embed_once(other)(x)  # another module remembers its own
+    assert (model.seen, other.seen) == (5, 5)

@@ -3,6 +3,8 @@ each test image embedded once."""
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -36,6 +38,10 @@ def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+# What embed_once remembers, per module: (the state of its weights, {image bytes: output}).
+_REMEMBERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def embed_once(module: nn.Module):
     """``embed(x)``: ``module(x)`` with each distinct image computed once, for evaluation.
 
@@ -44,20 +50,20 @@ def embed_once(module: nn.Module):
     output, keyed by the image's bytes, and computes only the images it has not seen, in one
     batch, in the order they come. Test episodes draw their images from one pool, so a run of
     episodes embeds each image once instead of once per episode; the outputs are those of
-    ``module`` up to rounding (a first call computes ``module(x)`` itself). What it remembers
-    is forgotten when a parameter or buffer of ``module`` changes (an optimiser step, a
-    ``load_state_dict``); in training mode or with gradients on, ``embed(x)`` is ``module(x)``
-    and nothing is remembered."""
-    memo: dict[bytes, torch.Tensor] = {}
-    state: list = [None]
+    ``module`` up to rounding (a first call computes ``module(x)`` itself). Every ``embed`` of
+    the same module shares what it remembers (several classifiers on one backbone embed each
+    image once in all), which is forgotten when a parameter or buffer of ``module`` changes (an
+    optimiser step, a ``load_state_dict``) and goes with the module. In training mode or with
+    gradients on, ``embed(x)`` is ``module(x)`` and nothing is remembered."""
 
     def embed(x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or any(m.training for m in module.modules()):
             return module(x)
         now = [(t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())]
-        if now != state[0]:
-            memo.clear()
-            state[0] = now
+        state, memo = _REMEMBERED.get(module, (None, {}))
+        if now != state:
+            memo = {}
+            _REMEMBERED[module] = (now, memo)
         keys = [row.tobytes() for row in x.detach().reshape(len(x), -1).cpu().numpy()]
         first: dict[bytes, int] = {}  # where each image comes first
         for i, k in enumerate(keys):
