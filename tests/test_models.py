@@ -48,10 +48,15 @@ class Counting(torch.nn.Module):
         return self.net(x)
 
 
-def test_embed_once_embeds_each_image_once_and_gives_the_modules_outputs():
+def counting_and_embed():
+    """A fresh ``Counting`` in eval mode (seed 0) and an ``embed_once`` of it."""
     torch.manual_seed(0)
     model = Counting().eval()
-    embed = embed_once(model)
+    return model, embed_once(model)
+
+
+def test_embed_once_embeds_each_image_once_and_gives_the_modules_outputs():
+    model, embed = counting_and_embed()
     pool = torch.rand(10, 1, 28, 28)
     with torch.no_grad():
         first = embed(pool[:6])
@@ -62,9 +67,7 @@ def test_embed_once_embeds_each_image_once_and_gives_the_modules_outputs():
 
 
 def test_embed_once_forgets_when_the_module_changes_and_never_remembers_in_training():
-    torch.manual_seed(0)
-    model = Counting().eval()
-    embed = embed_once(model)
+    model, embed = counting_and_embed()
     x = torch.rand(4, 1, 28, 28)
     with torch.no_grad():
         embed(x)
