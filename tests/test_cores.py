@@ -721,6 +721,27 @@ def test_relation_network_scores_every_query_against_every_class_in_0_1():
     close(scores, net.relation(class_maps, z[3:]))
 
 
+def test_classifier_matching_gives_the_models_scores_and_runs_a_subclass_as_written():
+    """The matching classifier embeds each test image once (``embed_once``) and scores as
+    ``model(...)`` does; a subclass with its own attention (chapter 4's FCE exercise) is run
+    as it is written, its own attention used."""
+    torch.manual_seed(0)
+    net = M.MatchingNet().eval()
+    support, query = torch.rand(4, 1, 28, 28), torch.rand(6, 1, 28, 28)
+    labels = torch.tensor([0, 0, 1, 1])
+    classify = M.classifier_matching(net)
+    with torch.no_grad():
+        close(classify(support, labels, query), net(support, labels, query))
+        close(classify(support, labels, query[:2]), net(support, labels, query[:2]))
+
+    class Uniform(M.MatchingNet):
+        def attention(self, support, query):
+            return torch.full((len(query), len(support)), 1 / len(support))
+
+    uniform = M.classifier_matching(Uniform())(support, labels, query)
+    close(uniform, torch.full((6, 2), 0.5).log())
+
+
 def tiny_episode(n_way=3, k_shot=2, n_query=2):
     torch.manual_seed(1)
     support, query = torch.rand(n_way * k_shot, 1, 28, 28), torch.rand(n_way * n_query, 1, 28, 28)
