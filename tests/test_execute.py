@@ -21,8 +21,10 @@ def test_a_chapter_waits_for_the_runs_it_reads():
     assert execute.needs("10_more_data_from_less", ["10_more_data_from_less"]) == set()
     waiting = ["09_what_meta_learning_learns", "10_more_data_from_less", execute.LAST]
     assert execute.next_ready(waiting, set(), EVERY) is None
-    done = set(EVERY) - set(waiting)
-    assert execute.next_ready(waiting, done, EVERY) == "10_more_data_from_less"  # longest first
+    done = set(EVERY) - set(waiting) - {"07_maml"}  # chapter 9 waits for chapter 7's MAML
+    assert execute.next_ready(waiting, done, EVERY) == "10_more_data_from_less"
+    first = min(waiting[:2], key=execute.ORDER.index)  # both ready: ORDER's first
+    assert execute.next_ready(waiting, done | {"07_maml"}, EVERY) == first
     assert execute.next_ready([execute.LAST], set(EVERY) - {execute.LAST}, EVERY) == execute.LAST
 
 
