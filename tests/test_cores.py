@@ -719,6 +719,16 @@ def test_relation_network_scores_every_query_against_every_class_in_0_1():
     z = net.embedding(torch.cat([support, query]))
     class_maps = torch.stack([z[0], z[1:3].mean(0)])
     close(scores, net.relation(class_maps, z[3:]))
+    with torch.no_grad():  # the classifier embeds each image once: the same scores
+        close(
+            M.classifier_relation(net)(support, labels, query), net.eval()(support, labels, query)
+        )
+
+    class Constant(M.RelationNetwork):
+        def forward(self, support, support_labels, query):
+            return torch.full((len(query), 2), 0.5)
+
+    close(M.classifier_relation(Constant())(support, labels, query), torch.full((3, 2), 0.5))
 
 
 def test_classifier_matching_gives_the_models_scores_and_runs_a_subclass_as_written():

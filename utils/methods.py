@@ -792,10 +792,14 @@ class RelationNetwork(nn.Module):
         self.embedding = relation_embedding()
         self.relation = RelationModule()
 
-    def forward(self, support, support_labels, query, embed=None):
-        """``embed`` embeds the images in place of f (it must give f's numbers)."""
-        z = (embed or self.embedding)(torch.cat([support, query]))  # support, then query
-        zs, zq = z[: len(support)], z[len(support) :]
+    def forward(self, support, support_labels, query):
+        """The relation scores ``[queries, N]`` of the query images."""
+        return self.relate(self.embedding(torch.cat([support, query])), support_labels)
+
+    def relate(self, z, support_labels):
+        """The scores from ``z``, the feature maps of the support images then of the queries:
+        g reads each query map beside each class map."""
+        zs, zq = z[: len(support_labels)], z[len(support_labels) :]
         n_way = int(support_labels.max()) + 1
         class_maps = torch.stack([zs[support_labels == c].mean(0) for c in range(n_way)])
         return self.relation(class_maps, zq)
@@ -840,13 +844,18 @@ def train_relation(S, config=RelationConfig(), loss=relation_loss):
 
 def classifier_relation(model):
     """``classify(support, support_labels, query) -> relation scores [N*Q, N]`` of a trained
-    relation network (evaluation mode, no gradients)."""
+    relation network (evaluation mode, no gradients). Each test image goes through f once in
+    the whole evaluation (``embed_once``), unless a subclass has its own ``forward``: that
+    model runs as it is written."""
     embed = embed_once(model.embedding)  # each test image through f once
+    own = type(model).forward is not RelationNetwork.forward
 
     @torch.no_grad()
     def classify(support, support_labels, query):
         model.eval()
-        return model(support, support_labels, query, embed)
+        if own:
+            return model(support, support_labels, query)
+        return model.relate(embed(torch.cat([support, query])), support_labels)
 
     return classify
 
