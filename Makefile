@@ -125,7 +125,7 @@ bench: env
 # Colab reproduced here: a fresh Python 3.13 venv with Colab's torch, torchvision, numpy and
 # matplotlib (versions in .ci/colab-check), the chapters' Colab cells run as in Colab, chapters 1
 # and 7 end to end (about 6 minutes and 5 GB on a quiet machine).
-colab-check:
+colab-check: env
 	.ci/colab-check
 
 # The rendered book in headless chromium; the screenshot goes to _build/artifacts/.
