@@ -39,9 +39,9 @@ $(STAMP): requirements.txt pyproject.toml
 	@# learn2learn 0.2.0 ships C files that fail on Python >= 3.11: re-cythonize them (no cache,
 	@# so that a cached wheel cannot hide a broken build), with the cython and numpy installed
 	@# above. --no-deps: its optional qpth pins numpy < 2; what importing it needs (gym, requests,
-	@# scipy) is in requirements.txt.
+	@# scipy) is in requirements.txt. -j2: its three C extensions compile two at a time.
 	$(PIP) install -q --no-cache-dir --no-deps --no-build-isolation $(LEARN2LEARN) \
-	    --config-settings="--build-option=build_ext"
+	    --config-settings="--build-option=build_ext" --config-settings="--build-option=-j2"
 	$(BIN)/uv pip install -q --no-cache --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
