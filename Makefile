@@ -15,6 +15,8 @@ PIP    := $(BIN)/python -m pip
 PORT   ?= 8000
 LEARN2LEARN := learn2learn==0.2.0
 UV     := uv==0.13.9
+# uv installing into .venv without a cache (make env says why)
+UV_PIP := $(BIN)/uv pip install -q --no-cache --python $(BIN)/python
 
 # Trained weights, the preprocessed data and unpacked archives live here (git-ignored).
 export FEWSHOT_CACHE ?= $(CURDIR)/.cache
@@ -34,15 +36,14 @@ $(STAMP): requirements.txt pyproject.toml
 	@# compiles their bytecode: 38-42 s on 2 cores where pip took 82 s. No cache: a fresh
 	@# machine gains nothing from one, and its copy of the wheels would double the disk used.
 	$(PIP) install -q $(UV)
-	$(BIN)/uv pip install -q --no-cache --python $(BIN)/python --compile-bytecode \
-	    -r requirements.txt pip==26.3
+	$(UV_PIP) --compile-bytecode -r requirements.txt pip==26.3
 	@# learn2learn 0.2.0 ships C files that fail on Python >= 3.11: re-cythonize them (no cache,
 	@# so that a cached wheel cannot hide a broken build), with the cython and numpy installed
 	@# above. --no-deps: its optional qpth pins numpy < 2; what importing it needs (gym, requests,
 	@# scipy) is in requirements.txt. -j2: its three C extensions compile two at a time.
 	$(PIP) install -q --no-cache-dir --no-deps --no-build-isolation $(LEARN2LEARN) \
 	    --config-settings="--build-option=build_ext" --config-settings="--build-option=-j2"
-	$(BIN)/uv pip install -q --no-cache --python $(BIN)/python --no-deps -e .
+	$(UV_PIP) --no-deps -e .
 	touch $(STAMP)
 
 book: notebooks html
