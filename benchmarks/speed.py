@@ -15,8 +15,10 @@ Run it from the repository root. Five sections, each a list of rows (flat dicts)
    ``torch.utils.flop_counter``) and the fraction of the fp32 matrix-multiply peak.
 3. ``maml_step``: one MAML meta-step on random 5-way 1-shot tasks (25 query images), meta-batch 4
    and 32, second order with 1 inner step and first order with 3, with the book's functional
-   MAML (``utils.methods.maml_task_loss``) and with learn2learn's ``MAML`` from the same weights:
-   ms of each and the ratio ours / learn2learn (below 1: ours is faster).
+   MAML task by task (``utils.methods.maml_task_loss``, as ``train_maml`` runs it on a CPU), with
+   all the tasks at once (``utils.methods.maml_batch_loss``, ``vmap``: as ``train_maml`` runs it
+   on a GPU) and with learn2learn's ``MAML`` from the same weights: ms of each and the ratios
+   ours / learn2learn (below 1: ours is faster).
 4. ``adaptation``: test-time adaptation of MAML, FOMAML and Reptile on the book's fixed 5-way
    1-shot test episodes, the former setting and code ("before": 10 steps for MAML and FOMAML,
    the query pass in the standard layout; 20 steps for Reptile, its former classifier) against
@@ -36,7 +38,8 @@ file are headed by the machine: device name, torch's threads, torch version, ``G
 and ``OMP_NUM_THREADS``, git commit, UTC date, and the load average when the run started (a
 machine that was not quiet shows there). The file goes to
 ``benchmarks/results/<device type>.json`` (``--out`` to change it; ``--smoke`` writes to a
-temporary folder unless ``--out`` is given); the book's page "What it costs"
+temporary folder unless ``--out`` is given), written again after each section, so that a run
+cut short keeps what it measured; the book's page "What it costs"
 (``chapters/12_what_it_costs.ipynb``) reads every file there.
 """
 
@@ -349,8 +352,9 @@ def random_tasks(
 
 
 def section_maml_step(device: torch.device, reps: dict) -> list[dict]:
-    """One MAML meta-step, ours (``maml_task_loss`` per task, as ``train_maml`` does) against
-    learn2learn's ``MAML`` from the same initial weights; the two are timed in turn."""
+    """One MAML meta-step, ours (``maml_task_loss`` per task, and ``maml_batch_loss`` for all the
+    tasks at once: the two ways of ``train_maml``) against learn2learn's ``MAML`` from the same
+    initial weights; the three are timed in turn."""
     from utils import methods as M
 
     l2l = import_learn2learn()
@@ -375,16 +379,27 @@ def section_maml_step(device: torch.device, reps: dict) -> list[dict]:
                     (loss / B).backward()
                 opt.step()
 
+            def our_batched_step():
+                params, buffers = dict(ours.named_parameters()), dict(ours.named_buffers())
+                opt.zero_grad()
+                losses, _ = M.maml_batch_loss(
+                    ours, params, buffers, tasks, steps, MAML_LR, first_order
+                )
+                losses.mean().backward()
+                opt.step()
+
             row = {
                 "order": order,
                 "inner_steps": steps,
                 "meta_batch": B,
                 "ours_ms": None,
+                "ours_batched_ms": None,
                 "learn2learn_ms": None,
                 "ratio_ours_over_learn2learn": None,
+                "ratio_batched_over_learn2learn": None,
                 "learn2learn": "ok" if not isinstance(l2l, str) else l2l,
             }
-            runs = {"ours_ms": our_step}
+            runs = {"ours_ms": our_step, "ours_batched_ms": our_batched_step}
             if not isinstance(l2l, str):
                 maml = l2l.algorithms.MAML(theirs, lr=MAML_LR, first_order=first_order)
                 opt_l2l = torch.optim.Adam(maml.parameters(), META_LR)
@@ -410,6 +425,9 @@ def section_maml_step(device: torch.device, reps: dict) -> list[dict]:
                 row[key] = statistics.median(values)
             if row["learn2learn_ms"]:
                 row["ratio_ours_over_learn2learn"] = row["ours_ms"] / row["learn2learn_ms"]
+                row["ratio_batched_over_learn2learn"] = (
+                    row["ours_batched_ms"] / row["learn2learn_ms"]
+                )
             rows.append(row)
     return rows
 
@@ -680,16 +698,23 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
             )
         )
     for r in sections.get("maml_step", []):
-        lines.append(
-            (
-                "maml_step",
-                f"{r['order']} order, {r['inner_steps']} step(s), meta-batch {r['meta_batch']}",
-                _f(r["ours_ms"]),
-                _f(r["learn2learn_ms"]),
-                _f(r["ratio_ours_over_learn2learn"], "{:.2f}"),
-                "" if r["learn2learn"] == "ok" else r["learn2learn"],
+        for way, ms, ratio in (
+            ("", "ours_ms", "ratio_ours_over_learn2learn"),
+            (", batched", "ours_batched_ms", "ratio_batched_over_learn2learn"),
+        ):
+            if ms not in r:  # a file from before the batched loss
+                continue
+            lines.append(
+                (
+                    "maml_step",
+                    f"{r['order']} order, {r['inner_steps']} step(s), meta-batch "
+                    f"{r['meta_batch']}{way}",
+                    _f(r[ms]),
+                    _f(r["learn2learn_ms"]),
+                    _f(r[ratio], "{:.2f}"),
+                    "" if r["learn2learn"] == "ok" else r["learn2learn"],
+                )
             )
-        )
     for r in sections.get("adaptation", []):
         acc = (
             f"acc {r['before_acc']:.1f}±{_f(r['before_ci95'])} -> "
@@ -723,7 +748,8 @@ LEGEND = """\
 ms / baseline ms / ratio, by section:
   peak        ms of one product at the best size
   conv4       ms per training step; ratio = fraction of the fp32 matmul peak
-  maml_step   ms per meta-step ours / learn2learn; ratio = ours / learn2learn (< 1: ours faster)
+  maml_step   ms per meta-step ours (task by task, or batched) / learn2learn;
+              ratio = ours / learn2learn (< 1: ours faster)
   adaptation  ms per episode after / before; ratio = speed-up before / after (> 1: faster now)
   training    ms per step beside a busy process / alone; ratio = slowdown"""
 
@@ -806,9 +832,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    """Run the chosen sections, print the table, write the JSON; returns what was written."""
+    """Run the chosen sections, print the table, write the JSON (again after each section, so
+    that a run cut short keeps the sections it measured); returns what was written."""
     args = parse_args(argv)
     device, reps = args.device, SMOKE if args.smoke else FULL
+    if args.out:
+        out = Path(args.out)
+    elif args.smoke:
+        out = Path(tempfile.mkdtemp(prefix="fewshot-bench-")) / f"{device.type}.json"
+    else:
+        out = RESULTS / f"{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     meta = machine(device, args.smoke)
     sections: dict[str, list[dict]] = {}
     for name in args.sections:
@@ -822,15 +856,8 @@ def main(argv=None) -> dict:
         else:
             sections[name] = globals()[f"section_{name}"](device, reps)
         meta[f"seconds_{name}"] = round(time.perf_counter() - start, 1)
-    result = _clean({"meta": meta, "sections": sections})
-    if args.out:
-        out = Path(args.out)
-    elif args.smoke:
-        out = Path(tempfile.mkdtemp(prefix="fewshot-bench-")) / f"{device.type}.json"
-    else:
-        out = RESULTS / f"{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+        result = _clean({"meta": meta, "sections": sections})
+        out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     print(render(result["meta"], result["sections"]), flush=True)
     print(f"\nwritten to {out}", flush=True)
     return result

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # `pytest tests` (not `python -m pytest`) leaves 
 from benchmarks import precision, seeds, speed, trainval, tuning  # noqa: E402
 
 SECTIONS = ("peak", "conv4", "maml_step")
-TIMES = {"peak": ("ms",), "conv4": ("ms",), "maml_step": ("ours_ms",)}
+TIMES = {"peak": ("ms",), "conv4": ("ms",), "maml_step": ("ours_ms", "ours_batched_ms")}
 
 
 def test_smoke_run_writes_every_section_with_positive_times(tmp_path, capsys):

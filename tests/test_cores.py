@@ -797,7 +797,38 @@ def test_support_statistics_scores_each_query_image_on_its_own(build):
         close(M.support_statistics_forward(model, params, support, query[:1]), scores[:1])
         close(M.support_statistics_forward(model, params, support, query.flip(0)), scores.flip(0))
         close(M.support_statistics_forward(model, params, support, support), model(support))
+        close(M.support_statistics_forward(model, params, support), model(support))
         assert not torch.allclose(model(query), scores, atol=1e-3)
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
+def test_maml_batch_loss_is_the_loop_over_the_tasks(first_order):
+    """All the tasks at once (``vmap``, chapter 7) give each task's loss, query scores and the
+    meta-gradient of the loop over ``maml_task_loss``, in float64: second order too, which
+    ``vmap`` gets wrong through the built-in batch norm."""
+    torch.manual_seed(0)
+    model = M.maml_conv4(3, hidden=8).double()
+    params = dict(model.named_parameters())
+    g = torch.Generator().manual_seed(1)
+    tasks = [
+        Episode(
+            torch.rand(6, 1, 28, 28, generator=g, dtype=torch.float64),
+            torch.arange(3).repeat_interleave(2),
+            torch.rand(9, 1, 28, 28, generator=g, dtype=torch.float64),
+            torch.arange(3).repeat_interleave(3),
+        )
+        for _ in range(3)
+    ]
+    loop = [M.maml_task_loss(model, params, {}, ep, 2, 0.4, first_order) for ep in tasks]
+    losses, logits = M.maml_batch_loss(model, params, {}, tasks, 2, 0.4, first_order)
+    assert losses.shape == (3,) and logits.shape == (3, 9, 3)
+    close(losses, torch.stack([loss for loss, _ in loop]))
+    close(logits, torch.stack([scores for _, scores in loop]))
+    expected = torch.autograd.grad(
+        torch.stack([loss for loss, _ in loop]).sum(), [*params.values()]
+    )
+    for a, b in zip(torch.autograd.grad(losses.sum(), [*params.values()]), expected):
+        close(a, b)
 
 
 def test_the_batch_statistics_of_a_test_are_named_or_refused():
