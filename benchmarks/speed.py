@@ -18,7 +18,9 @@ Run it from the repository root. Five sections, each a list of rows (flat dicts)
    MAML task by task (``utils.methods.maml_task_loss``, as ``train_maml`` runs it on a CPU), with
    all the tasks at once (``utils.methods.maml_batch_loss``, ``vmap``: as ``train_maml`` runs it
    on a GPU) and with learn2learn's ``MAML`` from the same weights: ms of each and the ratios
-   ours / learn2learn (below 1: ours is faster).
+   ours / learn2learn (below 1: ours is faster); and how far our float32 meta-gradient lies
+   from the float64 one (relative error), with cuDNN's TF32 convolutions allowed (PyTorch's
+   default on a GPU) and not (the book's: ``utils.config.no_tf32``).
 4. ``adaptation``: test-time adaptation of MAML, FOMAML and Reptile on the book's fixed 5-way
    1-shot test episodes, the former setting and code ("before": 10 steps for MAML and FOMAML,
    the query pass in the standard layout; 20 steps for Reptile, its former classifier) against
@@ -191,6 +193,7 @@ def machine(device: torch.device, smoke: bool) -> dict:
         "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "load_average": _load_average(),
         "commit": git_commit(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -397,6 +400,8 @@ def section_maml_step(device: torch.device, reps: dict) -> list[dict]:
                 "learn2learn_ms": None,
                 "ratio_ours_over_learn2learn": None,
                 "ratio_batched_over_learn2learn": None,
+                "grad_error_tf32": None,
+                "grad_error_fp32": None,
                 "learn2learn": "ok" if not isinstance(l2l, str) else l2l,
             }
             runs = {"ours_ms": our_step, "ours_batched_ms": our_batched_step}
@@ -423,6 +428,8 @@ def section_maml_step(device: torch.device, reps: dict) -> list[dict]:
                     times[key].append(time_ms(fn, device, 0, 1))
             for key, values in times.items():
                 row[key] = statistics.median(values)
+            for key, tf32 in (("grad_error_tf32", True), ("grad_error_fp32", False)):
+                row[key] = meta_gradient_error(ours, tasks, steps, first_order, tf32)
             if row["learn2learn_ms"]:
                 row["ratio_ours_over_learn2learn"] = row["ours_ms"] / row["learn2learn_ms"]
                 row["ratio_batched_over_learn2learn"] = (
@@ -430,6 +437,31 @@ def section_maml_step(device: torch.device, reps: dict) -> list[dict]:
                 )
             rows.append(row)
     return rows
+
+
+def meta_gradient_error(model: nn.Module, tasks: list, steps: int, first_order: bool, tf32: bool):
+    """The relative error (2-norm over every weight) of the float32 meta-gradient of the mean
+    ``maml_task_loss`` of ``tasks`` at ``model``'s weights against the float64 one, with cuDNN's
+    TF32 convolutions allowed or not (as it was after)."""
+    from utils import methods as M
+
+    def meta_gradient(m, episodes):
+        params = dict(m.named_parameters())
+        losses = [
+            M.maml_task_loss(m, params, {}, ep, steps, MAML_LR, first_order)[0] for ep in episodes
+        ]
+        grads = torch.autograd.grad(torch.stack(losses).mean(), list(params.values()))
+        return torch.cat([g.flatten() for g in grads]).double()
+
+    double = [ep._replace(support=ep.support.double(), query=ep.query.double()) for ep in tasks]
+    reference = meta_gradient(copy.deepcopy(model).double(), double)
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        error = meta_gradient(model, tasks) - reference
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+    return (error.norm() / reference.norm()).item()
 
 
 # --- 4. adaptation ------------------------------------------------------------------------------
@@ -712,7 +744,14 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
                     _f(r[ms]),
                     _f(r["learn2learn_ms"]),
                     _f(r[ratio], "{:.2f}"),
-                    "" if r["learn2learn"] == "ok" else r["learn2learn"],
+                    ("" if r["learn2learn"] == "ok" else r["learn2learn"] + "; ")
+                    + (
+                        "float32 meta-gradient vs float64: "
+                        f"{_f(r.get('grad_error_tf32'), '{:.1e}')} with TF32, "
+                        f"{_f(r.get('grad_error_fp32'), '{:.1e}')} without"
+                        if not way
+                        else ""
+                    ),
                 )
             )
     for r in sections.get("adaptation", []):
@@ -836,6 +875,9 @@ def main(argv=None) -> dict:
     that a run cut short keeps the sections it measured); returns what was written."""
     args = parse_args(argv)
     device, reps = args.device, SMOKE if args.smoke else FULL
+    from utils.config import no_tf32
+
+    no_tf32()  # float32 computed as the book computes it (setup does the same)
     if args.out:
         out = Path(args.out)
     elif args.smoke:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from utils.config import cache_dir, setup
+from utils.config import cache_dir, no_tf32, setup
 
 
 def test_budget_from_the_environment(monkeypatch, capsys):
@@ -34,6 +34,17 @@ def test_seeding_makes_runs_repeatable():
     a = torch.rand(3)
     setup(seed=7, budget="quick")
     assert torch.equal(a, torch.rand(3))
+
+
+def test_setup_leaves_no_tf32(monkeypatch):
+    """``setup`` (through ``no_tf32``) turns TF32 off where PyTorch allows it by default."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    setup(budget="quick", device="cpu")
+    assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    no_tf32()
+    assert torch.backends.cudnn.allow_tf32 is False
 
 
 def test_cache_dir_follows_the_variable(tmp_path, monkeypatch):
