@@ -734,8 +734,6 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
             ("", "ours_ms", "ratio_ours_over_learn2learn"),
             (", batched", "ours_batched_ms", "ratio_batched_over_learn2learn"),
         ):
-            if ms not in r:  # a file from before the batched loss
-                continue
             lines.append(
                 (
                     "maml_step",
@@ -747,8 +745,8 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
                     ("" if r["learn2learn"] == "ok" else r["learn2learn"] + "; ")
                     + (
                         "float32 meta-gradient vs float64: "
-                        f"{_f(r.get('grad_error_tf32'), '{:.1e}')} with TF32, "
-                        f"{_f(r.get('grad_error_fp32'), '{:.1e}')} without"
+                        f"{_f(r['grad_error_tf32'], '{:.1e}')} with TF32, "
+                        f"{_f(r['grad_error_fp32'], '{:.1e}')} without"
                         if not way
                         else ""
                     ),

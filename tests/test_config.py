@@ -39,9 +39,14 @@ def test_seeding_makes_runs_repeatable():
 def test_setup_leaves_no_tf32(monkeypatch):
     """``setup`` (through ``no_tf32``) turns TF32 off where PyTorch allows it by default."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    setup(budget="quick", device="cpu")
-    assert torch.backends.cudnn.allow_tf32 is False
-    assert torch.backends.cuda.matmul.allow_tf32 is False
+    matmul = torch.backends.cuda.matmul  # a flag object that monkeypatch cannot restore
+    before, matmul.allow_tf32 = matmul.allow_tf32, True
+    try:
+        setup(budget="quick", device="cpu")
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert matmul.allow_tf32 is False
+    finally:
+        matmul.allow_tf32 = before
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     no_tf32()
     assert torch.backends.cudnn.allow_tf32 is False
