@@ -117,11 +117,12 @@ def _cores() -> int:
 
 def command(job: str, durations: int) -> tuple[list[str], Path]:
     """The command line of ``job`` (a chapter, :data:`UNIT` or :data:`COLAB`) and its folder."""
-    if job == COLAB:  # says so loudly, and passes, on a machine without Colab's Python
+    if job == COLAB:  # says so loudly, and passes, without Colab's Python or the disk it needs
         from utils.config import cache_dir  # torch: only for this job
 
         runs = cache_dir() / "runs"
-        return ["bash", ".ci/colab-check", "--skip-if-no-python", "--runs-from", str(runs)], ROOT
+        line = ["bash", ".ci/colab-check", "--skip-if-no-python", "--skip-if-no-room"]
+        return line + ["--runs-from", str(runs)], ROOT
     line = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
     line += [f"--durations={durations}", "--durations-min=1"]
     if job == UNIT:
