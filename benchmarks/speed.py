@@ -24,8 +24,10 @@ Run it from the repository root. Five sections, each a list of rows (flat dicts)
 4. ``adaptation``: test-time adaptation of MAML, FOMAML and Reptile on the book's fixed 5-way
    1-shot test episodes, the former setting and code ("before": 10 steps for MAML and FOMAML,
    the query pass in the standard layout; 20 steps for Reptile, its former classifier) against
-   today's ("after", the steps and learning rate the trained run saved): ms per episode (the two
-   timed in turns on the same episodes), speed-up and accuracy (95 % interval).
+   today's ("after", the steps and learning rate the trained run saved, and for MAML and FOMAML
+   the first conv blocks that stay fixed, ``*_fixed_blocks``, which chapter 7 chose on
+   validation): ms per episode (the two timed in turns on the same episodes), speed-up and
+   accuracy (95 % interval).
    The trained weights come from the book's cache (``$FEWSHOT_CACHE``, quick budget, seed 0);
    a method not trained there is timed untrained (its row says ``"trained": false``).
 5. ``training``: each method's quick-budget trainer for a few steps (about 5 s on 2 cores)
@@ -189,6 +191,9 @@ def machine(device: torch.device, smoke: bool) -> dict:
         "device": device_name(device),
         "device_type": device.type,
         "threads": torch.get_num_threads(),
+        # the widest vector instructions PyTorch's CPU kernels use here ("AVX2", "AVX512"...):
+        # CPUs of one name differ, and bf16 runs at speed only where AVX512 has bf16 units
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
@@ -562,15 +567,17 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
     for label in ("MAML", "FOMAML"):
         model, choices, trained = _trained_model(label, S)
         steps = _one_shot_steps(choices, 10)
+        blocks = choices.get("test fixed blocks, 5-way 1-shot", 0)
+        adapt = M.maml_adapt_fixing(blocks)
         cases.append(
             (
                 label,
                 "transductive",
                 trained,
-                (10, MAML_LR),
-                (steps, MAML_LR),
+                (10, MAML_LR, 0),
+                (steps, MAML_LR, blocks),
                 _maml_before(model, 10, MAML_LR),
-                M.classifier_maml(model, steps, MAML_LR, statistics="queries"),
+                M.classifier_maml(model, steps, MAML_LR, adapt, statistics="queries"),
             )
         )
     model, choices, trained = _trained_model("Reptile", S)
@@ -584,8 +591,8 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
                 "Reptile",
                 setting,
                 trained,
-                (20, 1e-2),
-                (steps, lr),
+                (20, 1e-2, None),
+                (steps, lr, None),
                 _reptile_before(plain, 20, 1e-2, transductive),
                 M.classifier_reptile(
                     model, steps, lr, "queries" if transductive else "support + one query"
@@ -608,6 +615,7 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
                 {
                     f"{when}_steps": h[0],
                     f"{when}_lr": h[1],
+                    f"{when}_fixed_blocks": h[2],
                     f"{when}_acc": acc.mean,
                     f"{when}_ci95": acc.ci95,
                 }
@@ -795,7 +803,8 @@ def render(meta: dict, sections: dict[str, list[dict]]) -> str:
     """The plain-text report: the machine, then one aligned table of every section, then its
     legend."""
     head = [
-        f"device: {meta['device']} ({meta['device_type']})   torch {meta['torch']}   "
+        f"device: {meta['device']} ({meta['device_type']}, "
+        f"{meta.get('cpu_capability', 'capability unknown')})   torch {meta['torch']}   "
         f"threads {meta['threads']}   load average {meta['load_average']}",
         f"GOMP_SPINCOUNT={meta['GOMP_SPINCOUNT']}   "
         f"OMP_NUM_THREADS={meta['OMP_NUM_THREADS']}   commit {meta['commit']}   "

@@ -42,6 +42,7 @@ def test_smoke_run_writes_every_section_with_positive_times(tmp_path, capsys):
     assert set(data["sections"]) == set(SECTIONS)
     assert data["meta"]["device_type"] == "cpu" and data["meta"]["smoke"] is True
     assert data["meta"]["threads"] == 1
+    assert data["meta"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     for section in SECTIONS:
         rows = data["sections"][section]
         assert rows, f"{section} has no rows"

@@ -759,7 +759,9 @@ def tiny_episode(n_way=3, k_shot=2, n_query=2):
 
 
 @pytest.mark.parametrize(
-    "adapt", [None, M.anil_adapt, M.protomaml_adapt], ids=["maml", "anil", "protomaml"]
+    "adapt",
+    [None, M.anil_adapt, M.protomaml_adapt, M.maml_adapt_fixing(2)],
+    ids=["maml", "anil", "protomaml", "fixing-2"],
 )
 def test_scores_along_one_adaptation_are_those_of_each_count_alone(adapt):
     """The validation choice of test-time steps scores every count along one adaptation: the
@@ -771,6 +773,30 @@ def test_scores_along_one_adaptation_are_those_of_each_count_alone(adapt):
     along = M.maml_along(model, 0.4, adapt)(support, labels, query, (0, 1, 3))
     for k, scores in along.items():
         close(scores, M.classifier_maml(model, k, 0.4, adapt)(support, labels, query))
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 4])
+def test_maml_adapt_fixing_keeps_the_first_blocks_and_steps_the_rest_as_maml_adapt(blocks):
+    """``maml_adapt_fixing(b)`` leaves the first ``b`` conv blocks as they were and takes on the
+    rest the step that ``maml_adapt`` takes there (one step: the same gradient); 0 is
+    ``maml_adapt``, 4 adapts the head as ANIL does, and a count outside 0..4 is refused."""
+    torch.manual_seed(0)
+    model = M.maml_conv4(3)
+    support, labels, _ = tiny_episode()
+    params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+    fixed = M.maml_adapt_fixing(blocks)(model, params, {}, support, labels, 1, 0.4, True)
+    every = M.maml_adapt(model, params, {}, support, labels, 1, 0.4, True)
+    for n, p in fixed.items():
+        kept = n.startswith(tuple(f"0.{i}." for i in range(blocks)))
+        close(p, params[n] if kept else every[n])
+    three = M.maml_adapt_fixing(4)(model, params, {}, support, labels, 3, 0.4, True)
+    anil = M.anil_adapt(model, params, {}, support, labels, 3, 0.4, True)
+    for n in params:
+        close(three[n], anil[n])
+    assert M.maml_adapt_fixing(0) is M.maml_adapt
+    for bad in (-1, 5):
+        with pytest.raises(ValueError, match=f"0 to 4.*got {bad}"):
+            M.maml_adapt_fixing(bad)
 
 
 def test_reptile_scores_along_one_adaptation_are_those_of_each_count_alone():

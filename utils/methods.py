@@ -998,6 +998,60 @@ def maml_test_steps(model, S, config=MAMLConfig(), k_shot=1, adapt=None):
     )
 
 
+MAML_FIXED_CHOICES = (4, 3, 2, 0)  # conv blocks kept fixed at test time, the cheapest first
+
+
+def maml_adapt_fixing(blocks):
+    """An inner loop with the arguments of :func:`maml_adapt` that keeps the first ``blocks`` of
+    the four conv blocks of :func:`maml_conv4` as they are and takes its steps on the other
+    blocks and the head alone: the fixed blocks embed ``x`` once, and each step runs forward
+    and backward through the rest. ``blocks=0`` is :func:`maml_adapt` itself; 4 adapts the
+    head alone (chapter 9's ANIL)."""
+    if blocks not in range(5):
+        raise ValueError(f"blocks must be 0 to 4 (Conv-4 has four conv blocks), got {blocks!r}")
+    if blocks == 0:
+        return maml_adapt
+
+    def stage(model, i, weights, h):  # conv block i of the body, or (i = 4) the head
+        module, prefix = (model[0][i], f"0.{i}.") if i < 4 else (model[1], "1.")
+        own = {n[len(prefix) :]: w for n, w in weights.items() if n.startswith(prefix)}
+        return functional_call(module, own, (h if i < 4 else h.flatten(1),))
+
+    def adapt(model, params, buffers, x, y, steps, lr, first_order=False):
+        for i in range(blocks):
+            x = stage(model, i, params | buffers, x)
+        fixed = tuple(f"0.{i}." for i in range(blocks))
+        moving = {n: p for n, p in params.items() if not n.startswith(fixed)}
+        for _ in range(steps):
+            h = x
+            for i in range(blocks, 5):
+                h = stage(model, i, moving | buffers, h)
+            grads = torch.autograd.grad(
+                F.cross_entropy(h, y), list(moving.values()), create_graph=not first_order
+            )
+            moving = {n: p - lr * g for (n, p), g in zip(moving.items(), grads)}
+        return params | moving
+
+    adapt.__name__ = f"maml_adapt_fixing_{blocks}"
+    return adapt
+
+
+def maml_test_fixed(model, S, steps, config=MAMLConfig(), k_shot=1):
+    """How many of the first conv blocks stay fixed when ``model`` (trained with ``config``)
+    adapts with ``steps`` test-time steps on 5-way ``k_shot``-shot tasks: of
+    :data:`MAML_FIXED_CHOICES`, the most whose accuracy on validation episodes is within the
+    95 % interval of the best (the episodes and rule of :func:`maml_test_steps`), adapting with
+    :func:`maml_adapt_fixing`. Returns ``(blocks, {blocks: Accuracy})``."""
+    c = config.at(S.budget)
+    return choose_on_validation(
+        lambda blocks: classifier_maml(model, steps, c.inner_lr, maml_adapt_fixing(blocks)),
+        MAML_FIXED_CHOICES,
+        S.pick(quick=50, full=200),
+        S.device,
+        k_shot=k_shot,
+    )
+
+
 BATCH_STATISTICS = ("support", "queries")  # what batch norm normalises the query images with
 
 
@@ -1090,15 +1144,26 @@ def maml_registry_classifier(config=MAMLConfig(), adapt=None, statistics="suppor
     ``classifier(model, S, setting, choices)`` adapts with :func:`classifier_maml`, with the
     test-time steps chosen on validation (:func:`maml_test_steps`, kept in ``choices`` under
     ``"test steps, <setting>"``; chosen non-transductively, whatever ``statistics``) and the
-    config's ``inner_lr``; batch norm with the ``statistics`` of the support set or queries."""
+    config's ``inner_lr``; batch norm with the ``statistics`` of the support set or queries.
+    Without ``adapt`` (MAML, FOMAML), the first conv blocks that stay fixed are chosen on
+    validation too (:func:`maml_test_fixed`, kept under ``"test fixed blocks, <setting>"``)."""
 
     def classifier(model, S, setting, choices):
+        k_shot = SETTINGS[setting][1]
         steps = chosen(
             choices,
             f"test steps, {setting}",
-            lambda: maml_test_steps(model, S, config, SETTINGS[setting][1], adapt)[0],
+            lambda: maml_test_steps(model, S, config, k_shot, adapt)[0],
         )
-        return classifier_maml(model, steps, config.at(S.budget).inner_lr, adapt, statistics)
+        inner = adapt
+        if adapt is None:
+            blocks = chosen(
+                choices,
+                f"test fixed blocks, {setting}",
+                lambda: maml_test_fixed(model, S, steps, config, k_shot)[0],
+            )
+            inner = maml_adapt_fixing(blocks)
+        return classifier_maml(model, steps, config.at(S.budget).inner_lr, inner, statistics)
 
     return classifier
 
