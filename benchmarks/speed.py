@@ -546,10 +546,10 @@ def _ms_per_episode(before: Callable, after: Callable, episodes: list, device: t
     return statistics.median(times[0]), statistics.median(times[1])
 
 
-def _one_shot_steps(choices: dict, default: int) -> int:
-    """The 5-way 1-shot test-time steps a chapter chose on validation and saved in its record,
-    or ``default`` when it saved none."""
-    return choices.get("test steps, 5-way 1-shot", default)
+def _one_shot(choices: dict, what: str, default):
+    """The 5-way 1-shot test-time choice ``what`` ("test steps", "test fixed blocks") a chapter
+    made on validation and saved in its record, or ``default`` when it saved none."""
+    return choices.get(f"{what}, 5-way 1-shot", default)
 
 
 def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
@@ -566,8 +566,10 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
     cases = []
     for label in ("MAML", "FOMAML"):
         model, choices, trained = _trained_model(label, S)
-        steps = _one_shot_steps(choices, 10)
-        blocks = choices.get("test fixed blocks, 5-way 1-shot", 0)
+        steps, blocks = (
+            _one_shot(choices, "test steps", 10),
+            _one_shot(choices, "test fixed blocks", 0),
+        )
         adapt = M.maml_adapt_fixing(blocks)
         cases.append(
             (
@@ -581,7 +583,7 @@ def section_adaptation(device: torch.device, reps: dict) -> list[dict]:
             )
         )
     model, choices, trained = _trained_model("Reptile", S)
-    steps, lr = _one_shot_steps(choices, 20), 1e-2
+    steps, lr = _one_shot(choices, "test steps", 20), 1e-2
     # before: the model as the book had it then, its convolutions in the contiguous layout
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     for transductive in (True, False):

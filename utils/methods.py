@@ -1001,6 +1001,11 @@ def maml_test_steps(model, S, config=MAMLConfig(), k_shot=1, adapt=None):
 MAML_FIXED_CHOICES = (4, 3, 2, 0)  # conv blocks kept fixed at test time, the cheapest first
 
 
+def _part(weights, prefix):
+    """The entries of ``weights`` (a dict name -> tensor) under ``prefix``, renamed without it."""
+    return {n[len(prefix) :]: w for n, w in weights.items() if n.startswith(prefix)}
+
+
 def maml_adapt_fixing(blocks):
     """An inner loop with the arguments of :func:`maml_adapt` that keeps the first ``blocks`` of
     the four conv blocks of :func:`maml_conv4` as they are and takes its steps on the other
@@ -1013,19 +1018,20 @@ def maml_adapt_fixing(blocks):
         return maml_adapt
 
     def stage(model, i, weights, h):  # conv block i of the body, or (i = 4) the head
-        module, prefix = (model[0][i], f"0.{i}.") if i < 4 else (model[1], "1.")
-        own = {n[len(prefix) :]: w for n, w in weights.items() if n.startswith(prefix)}
-        return functional_call(module, own, (h if i < 4 else h.flatten(1),))
+        if i < 4:
+            return functional_call(model[0][i], _part(weights, f"0.{i}."), (h,))
+        return functional_call(model[1], _part(weights, "1."), (h.flatten(1),))
 
     def adapt(model, params, buffers, x, y, steps, lr, first_order=False):
+        weights = params | buffers
         for i in range(blocks):
-            x = stage(model, i, params | buffers, x)
+            x = stage(model, i, weights, x)
         fixed = tuple(f"0.{i}." for i in range(blocks))
         moving = {n: p for n, p in params.items() if not n.startswith(fixed)}
         for _ in range(steps):
-            h = x
+            h, weights = x, moving | buffers
             for i in range(blocks, 5):
-                h = stage(model, i, moving | buffers, h)
+                h = stage(model, i, weights, h)
             grads = torch.autograd.grad(
                 F.cross_entropy(h, y), list(moving.values()), create_graph=not first_order
             )
@@ -1450,11 +1456,6 @@ def linear_cka(x, y):
     y = y.flatten(1) - y.flatten(1).mean(0)
     kx, ky = x @ x.T, y @ y.T
     return float((kx * ky).sum() / (kx.norm() * ky.norm()))
-
-
-def _part(weights, prefix):
-    """The entries of ``weights`` (a dict name -> tensor) under ``prefix``, renamed without it."""
-    return {n[len(prefix) :]: w for n, w in weights.items() if n.startswith(prefix)}
 
 
 def layer_outputs(model, params, x):
