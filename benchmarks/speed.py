@@ -11,8 +11,11 @@ Run it from the repository root. Five sections, each a list of rows (flat dicts)
    2048 (``2 n^3`` flops a product): what the machine can do at best.
 2. ``conv4``: one Conv-4 training step (forward, cross-entropy, backward, Adam step) on batches of
    30, 120 and 600 random 28x28 images, with the weights contiguous (fp32), channels-last (fp32)
-   and channels-last under bf16 autocast: ms per step, GFLOP/s (the flops of one step counted by
-   ``torch.utils.flop_counter``) and the fraction of the fp32 matrix-multiply peak.
+   and channels-last under bf16 autocast, and first channels-last (fp32) with glibc's malloc as
+   a process starts, before ``utils.config.keep_freed_memory`` (which the other variants and
+   sections run after, as the book does): ms per step, GFLOP/s (the flops of one step counted
+   by ``torch.utils.flop_counter``), the fraction of the fp32 matrix-multiply peak, and the
+   page faults of one step after those timed (fresh pages the kernel zero-fills).
 3. ``maml_step``: one MAML meta-step on random 5-way 1-shot tasks (25 query images), meta-batch 4
    and 32, second order with 1 inner step and first order with 3, with the book's functional
    MAML task by task (``utils.methods.maml_task_loss``, as ``train_maml`` runs it on a CPU), with
@@ -57,6 +60,7 @@ import io
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -76,7 +80,14 @@ SECTIONS = ("peak", "conv4", "maml_step", "adaptation", "training")
 
 PEAK_SIZES = (512, 1024, 2048)
 CONV4_BATCHES = (30, 120, 600)
-CONV4_VARIANTS = ("contiguous fp32", "channels_last fp32", "channels_last bf16 autocast")
+# The first variant runs with glibc's malloc as a process starts (it hands freed blocks back to
+# the system); the others after utils.config.keep_freed_memory(), as the book runs.
+CONV4_VARIANTS = (
+    "channels_last fp32, malloc's defaults",
+    "contiguous fp32",
+    "channels_last fp32",
+    "channels_last bf16 autocast",
+)
 MAML_META_BATCHES = (4, 32)
 MAML_ORDERS = (("second", 1), ("first", 3))  # (order, inner steps)
 MAML_LR, META_LR = 0.4, 1e-3
@@ -286,39 +297,49 @@ def _train_step(model: nn.Module, opt, x, y, autocast: bool, device: torch.devic
 
 def section_conv4(device: torch.device, reps: dict, peak_fp32: float | None) -> list[dict]:
     """Conv-4 training steps per batch size and variant: ms, GFLOP/s and the fraction of
-    ``peak_fp32`` (the fp32 matrix-multiply GFLOP/s; None leaves the fraction out)."""
+    ``peak_fp32`` (the fp32 matrix-multiply GFLOP/s; None leaves the fraction out). The first
+    variant runs at every batch size first, before ``keep_freed_memory`` (which cannot be
+    undone in a process), so it must run before anything in the process calls it."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from utils.config import keep_freed_memory
 
     warmup, timed = reps["conv4"]
     formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    flops: dict[int, int] = {}  # counted once per batch size, on the first (fp32) variant
     rows = []
-    for batch in reps["conv4_batches"]:
-        g = torch.Generator(device=device).manual_seed(batch)
-        x = torch.rand(batch, 1, 28, 28, device=device, generator=g)
-        y = torch.randint(0, 20, (batch,), device=device, generator=g)
-        flops = None
-        for variant in CONV4_VARIANTS:
+    for i, variant in enumerate(CONV4_VARIANTS):
+        if i == 1:
+            keep_freed_memory()
+        for batch in reps["conv4_batches"]:
+            g = torch.Generator(device=device).manual_seed(batch)
+            x = torch.rand(batch, 1, 28, 28, device=device, generator=g)
+            y = torch.randint(0, 20, (batch,), device=device, generator=g)
             model = _conv4_classifier(device, formats[variant.split()[0]])
             opt = torch.optim.Adam(model.parameters(), 1e-3)
             step = _train_step(model, opt, x, y, "bf16" in variant, device)
-            if flops is None:  # counted once per batch size, on the first (fp32) variant
+            if batch not in flops:
                 counter = FlopCounterMode(display=False)
                 with counter:
                     step()
-                flops = counter.get_total_flops()
+                flops[batch] = counter.get_total_flops()
             ms = time_ms(step, device, warmup, timed)
-            gflops = flops / ms / 1e6
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            step()  # one more, for the fresh pages it touches (the kernel zero-fills each one)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+            gflops = flops[batch] / ms / 1e6
             rows.append(
                 {
                     "variant": variant,
                     "batch": batch,
                     "ms": ms,
-                    "gflop_per_step": flops / 1e9,
+                    "gflop_per_step": flops[batch] / 1e9,
                     "gflops": gflops,
                     "fraction_of_fp32_peak": gflops / peak_fp32 if peak_fp32 else None,
+                    "page_faults_per_step": faults,
                 }
             )
-    return rows
+    return sorted(rows, key=lambda r: r["batch"])  # stable: the variants' order in each batch
 
 
 # --- 3. maml_step -------------------------------------------------------------------------------
@@ -736,7 +757,12 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
                 _f(r["ms"]),
                 "",
                 _f(r["fraction_of_fp32_peak"], "{:.3f}"),
-                f"{r['gflops']:.1f} GFLOP/s, {r['gflop_per_step']:.2f} GFLOP/step",
+                f"{r['gflops']:.1f} GFLOP/s, {r['gflop_per_step']:.2f} GFLOP/step"
+                + (
+                    f", {r['page_faults_per_step']} page faults/step"
+                    if r.get("page_faults_per_step") is not None
+                    else ""
+                ),
             )
         )
     for r in sections.get("maml_step", []):
@@ -884,7 +910,7 @@ def main(argv=None) -> dict:
     that a run cut short keeps the sections it measured); returns what was written."""
     args = parse_args(argv)
     device, reps = args.device, SMOKE if args.smoke else FULL
-    from utils.config import no_tf32
+    from utils.config import keep_freed_memory, no_tf32
 
     no_tf32()  # float32 computed as the book computes it (setup does the same)
     if args.out:
@@ -905,6 +931,8 @@ def main(argv=None) -> dict:
             )
             sections[name] = section_conv4(device, reps, peak)
         else:
+            if name != "peak":  # as the book runs (setup calls it); conv4 calls it itself
+                keep_freed_memory()
             sections[name] = globals()[f"section_{name}"](device, reps)
         meta[f"seconds_{name}"] = round(time.perf_counter() - start, 1)
         result = _clean({"meta": meta, "sections": sections})

@@ -52,6 +52,9 @@ def test_smoke_run_writes_every_section_with_positive_times(tmp_path, capsys):
     assert {r["dtype"] for r in data["sections"]["peak"]} == {"fp32", "bf16"}
     for row in data["sections"]["conv4"]:
         assert row["gflops"] > 0 and row["fraction_of_fp32_peak"] > 0, row
+    # grouped by batch, each batch with every variant, malloc's defaults first
+    variants = [r["variant"] for r in data["sections"]["conv4"]]
+    assert variants == list(speed.CONV4_VARIANTS) * len(speed.SMOKE["conv4_batches"])
     for row in data["sections"]["maml_step"]:  # learn2learn's time when it is installed
         assert row["learn2learn"] != "ok" or row["learn2learn_ms"] > 0
     printed = capsys.readouterr().out
