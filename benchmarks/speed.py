@@ -11,7 +11,9 @@ Run it from the repository root. Five sections, each a list of rows (flat dicts)
    2048 (``2 n^3`` flops a product): what the machine can do at best.
 2. ``conv4``: one Conv-4 training step (forward, cross-entropy, backward, Adam step) on batches of
    30, 120 and 600 random 28x28 images, with the weights contiguous (fp32), channels-last (fp32)
-   and channels-last under bf16 autocast, and first channels-last (fp32) with glibc's malloc as
+   and channels-last under bf16 autocast; channels-last (fp32) with each block's ReLU before its
+   max-pooling, the papers' order (the book's blocks pool first: ``utils.models.conv_block``);
+   and first channels-last (fp32) with glibc's malloc as
    a process starts, before ``utils.config.keep_freed_memory`` (which the other variants and
    sections run after, as the book does): ms per step, GFLOP/s (the flops of one step counted
    by ``torch.utils.flop_counter``), the fraction of the fp32 matrix-multiply peak, and the
@@ -85,6 +87,7 @@ CONV4_BATCHES = (30, 120, 600)
 CONV4_VARIANTS = (
     "channels_last fp32, malloc's defaults",
     "contiguous fp32",
+    "channels_last fp32, ReLU before pooling",
     "channels_last fp32",
     "channels_last bf16 autocast",
 )
@@ -268,12 +271,19 @@ def section_peak(device: torch.device, reps: dict) -> list[dict]:
 # --- 2. conv4 -----------------------------------------------------------------------------------
 
 
-def _conv4_classifier(device: torch.device, memory_format: torch.memory_format) -> nn.Module:
-    """Conv-4 and a linear layer to 20 classes, seeded, in ``memory_format``."""
+def _conv4_classifier(
+    device: torch.device, memory_format: torch.memory_format, relu_first: bool = False
+) -> nn.Module:
+    """Conv-4 and a linear layer to 20 classes, seeded, in ``memory_format``; ``relu_first``:
+    each block's ReLU before its max-pooling (the papers' order; the same function)."""
     from utils.models import conv4
 
     torch.manual_seed(0)
-    return nn.Sequential(conv4(), nn.Linear(64, 20)).to(device).to(memory_format=memory_format)
+    body = conv4()
+    if relu_first:
+        for block in body[:4]:  # convolution, batch norm, max-pooling, ReLU
+            block[2], block[3] = block[3], block[2]
+    return nn.Sequential(body, nn.Linear(64, 20)).to(device).to(memory_format=memory_format)
 
 
 def _train_step(model: nn.Module, opt, x, y, autocast: bool, device: torch.device) -> Callable:
@@ -315,7 +325,9 @@ def section_conv4(device: torch.device, reps: dict, peak_fp32: float | None) -> 
             g = torch.Generator(device=device).manual_seed(batch)
             x = torch.rand(batch, 1, 28, 28, device=device, generator=g)
             y = torch.randint(0, 20, (batch,), device=device, generator=g)
-            model = _conv4_classifier(device, formats[variant.split()[0]])
+            model = _conv4_classifier(
+                device, formats[variant.split()[0]], "ReLU before pooling" in variant
+            )
             opt = torch.optim.Adam(model.parameters(), 1e-3)
             step = _train_step(model, opt, x, y, "bf16" in variant, device)
             if batch not in flops:

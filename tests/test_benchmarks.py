@@ -61,6 +61,14 @@ def test_smoke_run_writes_every_section_with_positive_times(tmp_path, capsys):
     assert "device:" in printed and "maml_step" in printed and str(out) in printed
 
 
+def test_conv4_with_relu_before_pooling_computes_the_same_as_the_books():
+    cpu, x = torch.device("cpu"), torch.rand(4, 1, 28, 28)
+    books = speed._conv4_classifier(cpu, torch.channels_last)
+    papers = speed._conv4_classifier(cpu, torch.channels_last, relu_first=True)
+    assert isinstance(papers[0][0][2], torch.nn.ReLU) and isinstance(books[0][0][3], torch.nn.ReLU)
+    torch.testing.assert_close(papers(x), books(x), rtol=0, atol=0)
+
+
 def test_seed_study_measures_every_registered_method_per_seed(real, monkeypatch, tmp_path):
     """``run_seed`` goes through the registry as chapter 11 does: here one method that learns
     nothing, on the fixed 5-way 1-shot test episodes."""

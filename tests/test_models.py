@@ -25,6 +25,35 @@ def test_conv_block_without_pooling_keeps_the_size():
     assert conv_block(1, 8, pool=False)(torch.zeros(1, 1, 5, 5)).shape == (1, 8, 5, 5)
 
 
+def test_conv_block_pools_before_its_relu_as_the_papers_block_computes():
+    torch.manual_seed(0)
+    block = conv_block(3, 8)
+    assert [type(m) for m in block] == [
+        torch.nn.Conv2d,
+        torch.nn.BatchNorm2d,
+        torch.nn.MaxPool2d,
+        torch.nn.ReLU,
+    ]
+    papers = copy.deepcopy(block)
+    papers[2], papers[3] = papers[3], papers[2]  # convolution, batch norm, ReLU, max-pooling
+    x = torch.randn(5, 3, 8, 8)
+    results = []
+    for net in (block, papers):
+        out = net(x)
+        params = list(net.parameters())  # conv weight and bias, batch norm's weight and bias
+        first = torch.autograd.grad(out.square().sum(), params, create_graph=True)
+        second = torch.autograd.grad(sum(g.square().sum() for g in first), params)  # MAML's
+        results.append((out, first, second))
+    (out, first, second), (papers_out, papers_first, papers_second) = results
+    torch.testing.assert_close(out, papers_out, rtol=0, atol=0)  # bit for bit
+    for a, b in zip(first, papers_first):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # up to rounding; not the conv bias, whose gradient batch norm makes zero up to rounding
+    for i in (0, 2, 3):
+        scale = papers_second[i].abs().max().item()  # of order 1e5 here
+        torch.testing.assert_close(second[i], papers_second[i], rtol=1e-4, atol=1e-6 * scale)
+
+
 def test_conv_weights_are_channels_last_and_give_the_same_numbers():
     torch.manual_seed(0)
     net = conv4()

@@ -779,7 +779,7 @@ class RelationModule(nn.Module):
         b = F.conv2d(
             query_maps, conv.weight[:, c:], conv.bias, padding=conv.padding
         )  # [M, C, H, W]
-        h = self.blocks[0][1:]((b[:, None] + a[None]).flatten(0, 1))  # batch norm, ReLU, pool
+        h = self.blocks[0][1:]((b[:, None] + a[None]).flatten(0, 1))  # batch norm, pool, ReLU
         return self.head(self.blocks[1](h)).view(len(query_maps), len(class_maps))
 
 
