@@ -1042,12 +1042,14 @@ def maml_adapt_fixing(blocks):
     return adapt
 
 
-def maml_test_fixed(model, S, steps, config=MAMLConfig(), k_shot=1):
+def maml_test_fixed(model, S, steps, config=MAMLConfig(), k_shot=1, every_layer=None):
     """How many of the first conv blocks stay fixed when ``model`` (trained with ``config``)
     adapts with ``steps`` test-time steps on 5-way ``k_shot``-shot tasks: of
     :data:`MAML_FIXED_CHOICES`, the most whose accuracy on validation episodes is within the
     95 % interval of the best (the episodes and rule of :func:`maml_test_steps`), adapting with
-    :func:`maml_adapt_fixing`. Returns ``(blocks, {blocks: Accuracy})``."""
+    :func:`maml_adapt_fixing`. ``every_layer``: the accuracy of 0 blocks fixed when
+    :func:`maml_test_steps` measured it (its ``scores[steps]``: the same adaptation of the same
+    episodes), not measured again. Returns ``(blocks, {blocks: Accuracy})``."""
     c = config.at(S.budget)
     return choose_on_validation(
         lambda blocks: classifier_maml(model, steps, c.inner_lr, maml_adapt_fixing(blocks)),
@@ -1055,6 +1057,7 @@ def maml_test_fixed(model, S, steps, config=MAMLConfig(), k_shot=1):
         S.pick(quick=50, full=200),
         S.device,
         k_shot=k_shot,
+        scored=None if every_layer is None else {0: every_layer},
     )
 
 
