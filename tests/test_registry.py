@@ -196,3 +196,26 @@ def test_the_comparison_trains_and_measures_every_method_on_an_empty_cache(
     finally:
         torch.set_num_threads(threads)
     assert not list((tmp_path / "runs").glob("record-*")), "measure writes no chapter's record"
+
+
+def test_maml_registry_classifier_hands_the_chosen_steps_score_to_the_blocks_choice(monkeypatch):
+    """Steps chosen now: their validation score of 0 blocks fixed goes to ``maml_test_fixed``
+    (not scored twice); steps loaded from a chapter's choices: nothing to hand over."""
+    from utils import methods as M
+
+    steps_scores = {1: Accuracy(np.array([0.2, 0.4])), 3: Accuracy(np.array([0.6, 0.8]))}
+    handed = []
+    monkeypatch.setattr(M, "maml_test_steps", lambda *a: (3, steps_scores))
+
+    def fixed(model, S, steps, config, k_shot, every_layer=None):
+        handed.append((steps, every_layer))
+        return 2, {}
+
+    monkeypatch.setattr(M, "maml_test_fixed", fixed)
+    classifier, model = M.maml_registry_classifier(), M.maml_conv4(5)
+    choices = {}
+    classifier(model, S, "5-way 1-shot", choices)
+    assert choices == {"test steps, 5-way 1-shot": 3, "test fixed blocks, 5-way 1-shot": 2}
+    assert handed == [(3, steps_scores[3])]
+    classifier(model, S, "5-way 5-shot", {"test steps, 5-way 5-shot": 1})
+    assert handed[1] == (1, None)

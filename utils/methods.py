@@ -1159,17 +1159,20 @@ def maml_registry_classifier(config=MAMLConfig(), adapt=None, statistics="suppor
 
     def classifier(model, S, setting, choices):
         k_shot = SETTINGS[setting][1]
-        steps = chosen(
-            choices,
-            f"test steps, {setting}",
-            lambda: maml_test_steps(model, S, config, k_shot, adapt)[0],
-        )
+        scores = {}  # {steps: Accuracy} when the steps are chosen now, not loaded
+
+        def choose_steps():
+            steps, found = maml_test_steps(model, S, config, k_shot, adapt)
+            scores.update(found)
+            return steps
+
+        steps = chosen(choices, f"test steps, {setting}", choose_steps)
         inner = adapt
         if adapt is None:
             blocks = chosen(
                 choices,
                 f"test fixed blocks, {setting}",
-                lambda: maml_test_fixed(model, S, steps, config, k_shot)[0],
+                lambda: maml_test_fixed(model, S, steps, config, k_shot, scores.get(steps))[0],
             )
             inner = maml_adapt_fixing(blocks)
         return classifier_maml(model, steps, config.at(S.budget).inner_lr, inner, statistics)
