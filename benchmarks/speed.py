@@ -16,8 +16,11 @@ Run it from the repository root. Five sections, each a list of rows (flat dicts)
    and first channels-last (fp32) with glibc's malloc as
    a process starts, before ``utils.config.keep_freed_memory`` (which the other variants and
    sections run after, as the book does): ms per step, GFLOP/s (the flops of one step counted
-   by ``torch.utils.flop_counter``), the fraction of the fp32 matrix-multiply peak, and the
-   page faults of one step after those timed (fresh pages the kernel zero-fills).
+   by ``torch.utils.flop_counter``), the fraction of the fp32 matrix-multiply peak (the largest
+   of the peak section's rate and the same product timed again as this section starts and
+   ends: the rate moved by up to a quarter between runs on one machine here, and a slow moment while
+   the peak was timed must not inflate the fraction), and the page faults of one step after
+   those timed (fresh pages the kernel zero-fills).
 3. ``maml_step``: one MAML meta-step on random 5-way 1-shot tasks (25 query images), meta-batch 4
    and 32, second order with 1 inner step and first order with 3, with the book's functional
    MAML task by task (``utils.methods.maml_task_loss``, as ``train_maml`` runs it on a CPU), with
@@ -241,20 +244,24 @@ def _book_setup(device: torch.device):
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def matmul_rate(device: torch.device, n: int, dtype: torch.dtype, reps: tuple) -> tuple:
+    """``(ms, GFLOP/s)`` of the product of two random ``n x n`` matrices of ``dtype``, timed with
+    ``reps`` (warm-up, timed) repetitions."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    ms = time_ms(lambda: torch.mm(a, b), device, *reps)
+    return ms, 2 * n**3 / ms / 1e6
+
+
 def section_peak(device: torch.device, reps: dict) -> list[dict]:
     """Matrix-multiply GFLOP/s of square products, fp32 and bf16: one row per dtype with the best
     size's GFLOP/s and ms, and the GFLOP/s of every size."""
-    warmup, timed = reps["peak"]
     rows = []
     for name, dtype in DTYPES.items():
         row: dict = {"dtype": name}
         for n in reps["peak_sizes"]:
-            g = torch.Generator(device=device).manual_seed(0)
-            a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-            b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-            ms = time_ms(lambda: torch.mm(a, b), device, warmup, timed)
-            row[f"ms_n{n}"] = ms
-            row[f"gflops_n{n}"] = 2 * n**3 / ms / 1e6
+            row[f"ms_n{n}"], row[f"gflops_n{n}"] = matmul_rate(device, n, dtype, reps["peak"])
         best = max(reps["peak_sizes"], key=lambda n: row[f"gflops_n{n}"])
         rows.append(
             {
@@ -305,16 +312,22 @@ def _train_step(model: nn.Module, opt, x, y, autocast: bool, device: torch.devic
     return step
 
 
-def section_conv4(device: torch.device, reps: dict, peak_fp32: float | None) -> list[dict]:
-    """Conv-4 training steps per batch size and variant: ms, GFLOP/s and the fraction of
-    ``peak_fp32`` (the fp32 matrix-multiply GFLOP/s; None leaves the fraction out). The first
-    variant runs at every batch size first, before ``keep_freed_memory`` (which cannot be
-    undone in a process), so it must run before anything in the process calls it."""
+def section_conv4(device: torch.device, reps: dict, peak: dict | None) -> list[dict]:
+    """Conv-4 training steps per batch size and variant: ms, GFLOP/s and the fraction of the
+    fp32 matrix-multiply peak. ``peak``: the fp32 row of :func:`section_peak` (None leaves the
+    fraction out); its product is timed again as this section starts and as it ends, and the
+    fraction divides by the largest of the three rates (``fp32_peak_gflops``), so that a slow
+    moment of the machine while the peak was measured cannot inflate it. The first variant
+    runs at every batch size first, before ``keep_freed_memory`` (which cannot be undone in a
+    process), so it must run before anything in the process calls it."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from utils.config import keep_freed_memory
 
     warmup, timed = reps["conv4"]
+    peaks = [peak["gflops"]] if peak else []
+    if peak:
+        peaks.append(matmul_rate(device, peak["n"], torch.float32, reps["peak"])[1])
     formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
     flops: dict[int, int] = {}  # counted once per batch size, on the first (fp32) variant
     rows = []
@@ -347,10 +360,14 @@ def section_conv4(device: torch.device, reps: dict, peak_fp32: float | None) -> 
                     "ms": ms,
                     "gflop_per_step": flops[batch] / 1e9,
                     "gflops": gflops,
-                    "fraction_of_fp32_peak": gflops / peak_fp32 if peak_fp32 else None,
                     "page_faults_per_step": faults,
                 }
             )
+    if peak:
+        peaks.append(matmul_rate(device, peak["n"], torch.float32, reps["peak"])[1])
+    for row in rows:
+        row["fp32_peak_gflops"] = max(peaks) if peaks else None
+        row["fraction_of_fp32_peak"] = row["gflops"] / max(peaks) if peaks else None
     return sorted(rows, key=lambda r: r["batch"])  # stable: the variants' order in each batch
 
 
@@ -771,6 +788,11 @@ def table_rows(sections: dict[str, list[dict]]) -> list[tuple[str, ...]]:
                 _f(r["fraction_of_fp32_peak"], "{:.3f}"),
                 f"{r['gflops']:.1f} GFLOP/s, {r['gflop_per_step']:.2f} GFLOP/step"
                 + (
+                    f" (fp32 peak {r['fp32_peak_gflops']:.1f})"
+                    if r.get("fp32_peak_gflops") is not None
+                    else ""
+                )
+                + (
                     f", {r['page_faults_per_step']} page faults/step"
                     if r.get("page_faults_per_step") is not None
                     else ""
@@ -938,9 +960,7 @@ def main(argv=None) -> dict:
         print(f"measuring {name} on {device} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         if name == "conv4":
-            peak = next(
-                (r["gflops"] for r in sections.get("peak", []) if r["dtype"] == "fp32"), None
-            )
+            peak = next((r for r in sections.get("peak", []) if r["dtype"] == "fp32"), None)
             sections[name] = section_conv4(device, reps, peak)
         else:
             if name != "peak":  # as the book runs (setup calls it); conv4 calls it itself

@@ -50,8 +50,10 @@ def test_smoke_run_writes_every_section_with_positive_times(tmp_path, capsys):
             for key in TIMES[section]:
                 assert row[key] > 0, f"{section}: {key} = {row[key]} in {row}"
     assert {r["dtype"] for r in data["sections"]["peak"]} == {"fp32", "bf16"}
-    for row in data["sections"]["conv4"]:
-        assert row["gflops"] > 0 and row["fraction_of_fp32_peak"] > 0, row
+    peak = next(r["gflops"] for r in data["sections"]["peak"] if r["dtype"] == "fp32")
+    for row in data["sections"]["conv4"]:  # the fraction of the largest of the peak's rates
+        assert row["gflops"] > 0 and row["fp32_peak_gflops"] >= peak, row
+        assert row["fraction_of_fp32_peak"] == row["gflops"] / row["fp32_peak_gflops"], row
     # grouped by batch, each batch with every variant, malloc's defaults first
     variants = [r["variant"] for r in data["sections"]["conv4"]]
     assert variants == list(speed.CONV4_VARIANTS) * len(speed.SMOKE["conv4_batches"])
