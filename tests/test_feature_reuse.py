@@ -85,3 +85,51 @@ def test_protomaml_starts_from_the_prototypical_scores():
     # its steps move every weight, the body's too
     moved = M.protomaml_adapt(net, dict(net.named_parameters()), {}, support, labels, 1, 0.4)
     assert not torch.equal(moved["0.0.0.weight"], net[0][0][0].weight)
+
+
+def two_pass_protomaml(model, params, buffers, x, y, steps, lr, first_order=False):
+    """ProtoMAML's inner loop as the book first wrote it: the body embeds ``x`` for the
+    prototypes, then ``maml_adapt`` runs it again for its first step."""
+    z = functional_call(model[0], (M._part(params, "0."), M._part(buffers, "0.")), (x,))
+    c = M.protonet_prototypes(z, y)
+    params = {**params, "1.weight": 2 * c, "1.bias": -(c * c).sum(1)}
+    return M.maml_adapt(model, params, buffers, x, y, steps, lr, first_order)
+
+
+def adapt_and_meta_gradient(adapt, net, steps, first_order, backward=True):
+    """The weights ``adapt`` reaches on a 5-way 2-shot support set, the query logits, and the
+    body's meta-gradient of the query loss (None without ``backward``)."""
+    support, labels, query = episode(k_shot=2)
+    net.zero_grad()
+    adapted = adapt(net, dict(net.named_parameters()), {}, support, labels, steps, 0.4, first_order)
+    logits = functional_call(net, adapted, (query,))
+    body = None
+    if backward:
+        F.cross_entropy(logits, torch.arange(5).repeat_interleave(3)).backward()
+        body = torch.cat([p.grad.flatten() for n, p in net.named_parameters() if n[0] == "0"])
+    return {n: w.detach() for n, w in adapted.items()}, logits.detach(), body
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_protomaml_first_step_from_the_prototypes_features_is_the_two_pass_step(steps, first_order):
+    """protomaml_adapt takes its first step from the features that gave the prototypes: the same
+    adapted weights and query logits as running the body again, up to rounding, and in second
+    order the same meta-gradient (through the prototypes too). In first order the two-pass loop
+    cannot be differentiated at all (its first step frees the graph that the prototypes need);
+    the one-pass loop keeps that graph, and its meta-gradient reaches the body."""
+    torch.manual_seed(0)
+    net = M.maml_conv4()
+    ours, ours_logits, ours_grad = adapt_and_meta_gradient(
+        M.protomaml_adapt, net, steps, first_order
+    )
+    two, two_logits, two_grad = adapt_and_meta_gradient(
+        two_pass_protomaml, net, steps, first_order, backward=not first_order
+    )
+    for n in ours:
+        torch.testing.assert_close(ours[n], two[n], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours_logits, two_logits, rtol=1e-4, atol=1e-4)
+    if first_order:
+        assert ours_grad.abs().sum() > 0
+    else:  # conv biases before batch norm get gradients of rounding alone: the whole vector
+        assert (ours_grad - two_grad).norm() <= 1e-5 * two_grad.norm()

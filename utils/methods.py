@@ -1493,12 +1493,22 @@ def anil_adapt(model, params, buffers, x, y, steps, lr, first_order=False):
 def protomaml_adapt(model, params, buffers, x, y, steps, lr, first_order=False):
     """ProtoMAML's inner loop (Triantafillou et al. 2020), a drop-in for ``maml_adapt``: the
     head starts from the prototypes of the support set ``x`` (``W_k = 2 c_k``,
-    ``b_k = -|c_k|^2``, the prototypical network's scores), then ``maml_adapt`` takes
-    ``steps`` steps on every weight. The model's own head weights are not used."""
+    ``b_k = -|c_k|^2``, the prototypical network's scores), then ``steps`` gradient steps of
+    ``maml_adapt`` on every weight. The model's own head weights are not used. The first step
+    scores ``x`` from the features ``z`` that gave the prototypes (the body with the same
+    weights) instead of running the body again: the same loss and gradients, for one pass of
+    the body less (and a second-order backward through one pass, not two)."""
     z = functional_call(model[0], (_part(params, "0."), _part(buffers, "0.")), (x,))
     c = protonet_prototypes(z, y)
     params = {**params, "1.weight": 2 * c, "1.bias": -(c * c).sum(1)}
-    return maml_adapt(model, params, buffers, x, y, steps, lr, first_order)
+    if steps == 0:
+        return params
+    loss = F.cross_entropy(F.linear(z, params["1.weight"], params["1.bias"]), y)
+    grads = torch.autograd.grad(  # z's graph is kept: the head reaches the body through c
+        loss, list(params.values()), create_graph=not first_order, retain_graph=True
+    )
+    params = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
+    return maml_adapt(model, params, buffers, x, y, steps - 1, lr, first_order)
 
 
 protomaml_adapt.then = maml_adapt  # more steps go on as MAML's steps (chapter 7's maml_along)
