@@ -18,9 +18,9 @@ Run it from the repository root. Five sections, each a list of rows (flat dicts)
    sections run after, as the book does): ms per step, GFLOP/s (the flops of one step counted
    by ``torch.utils.flop_counter``), the fraction of the fp32 matrix-multiply peak (the largest
    of the peak section's rate and the same product timed again as this section starts and
-   ends: the rate moved by up to a quarter between runs on one machine here, and a slow moment while
-   the peak was timed must not inflate the fraction), and the page faults of one step after
-   those timed (fresh pages the kernel zero-fills).
+   ends: on a shared machine the rate moves between runs more than the Conv-4 steps do, and a
+   slow moment while the peak was timed must not inflate the fraction), and the page faults of
+   one step after those timed (fresh pages the kernel zero-fills).
 3. ``maml_step``: one MAML meta-step on random 5-way 1-shot tasks (25 query images), meta-batch 4
    and 32, second order with 1 inner step and first order with 3, with the book's functional
    MAML task by task (``utils.methods.maml_task_loss``, as ``train_maml`` runs it on a CPU), with
@@ -325,9 +325,11 @@ def section_conv4(device: torch.device, reps: dict, peak: dict | None) -> list[d
     from utils.config import keep_freed_memory
 
     warmup, timed = reps["conv4"]
-    peaks = [peak["gflops"]] if peak else []
-    if peak:
-        peaks.append(matmul_rate(device, peak["n"], torch.float32, reps["peak"])[1])
+
+    def peak_now() -> float:  # the peak section's fp32 product, timed again
+        return matmul_rate(device, peak["n"], torch.float32, reps["peak"])[1]
+
+    peaks = [peak["gflops"], peak_now()] if peak else []
     formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
     flops: dict[int, int] = {}  # counted once per batch size, on the first (fp32) variant
     rows = []
@@ -363,11 +365,10 @@ def section_conv4(device: torch.device, reps: dict, peak: dict | None) -> list[d
                     "page_faults_per_step": faults,
                 }
             )
-    if peak:
-        peaks.append(matmul_rate(device, peak["n"], torch.float32, reps["peak"])[1])
+    top = max(*peaks, peak_now()) if peak else None
     for row in rows:
-        row["fp32_peak_gflops"] = max(peaks) if peaks else None
-        row["fraction_of_fp32_peak"] = row["gflops"] / max(peaks) if peaks else None
+        row["fp32_peak_gflops"] = top
+        row["fraction_of_fp32_peak"] = row["gflops"] / top if top else None
     return sorted(rows, key=lambda r: r["batch"])  # stable: the variants' order in each batch
 
 
