@@ -19,10 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def provenance(script: str, argv: list[str], device) -> dict:
     """The commit, the command (``python -m benchmarks.<script> <argv>``), the device, machine,
-    torch's threads and the precision models train in there (``training_precision``), and the
-    UTC date of a run: the head of its results file."""
-    from utils.train import training_precision
-
+    torch's threads and the UTC date of a run: the head of its results file."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -32,7 +29,6 @@ def provenance(script: str, argv: list[str], device) -> dict:
         "device": str(device),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "threads": torch.get_num_threads(),
-        "precision": training_precision(device),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

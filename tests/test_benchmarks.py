@@ -1,8 +1,8 @@
 """The scripts of ``benchmarks/``: the speed benchmark (``speed.py``) runs, in its smoke mode,
 and writes its JSON; the seed study (``seeds.py``) and the learning-rate check (``tuning.py``)
 go through the registry as chapter 11 does, here with toy methods, and so do the training on
-``trainval`` (``trainval.py``) and the check of bfloat16 training (``precision.py``); results
-files say where they came from (``provenance.py``).
+``trainval`` (``trainval.py``) and the points of accuracy against compute (``curves.py``);
+results files say where they came from (``provenance.py``).
 
 Of the speed benchmark, only the sections that need no data set and no training run here (peak,
 conv4, maml_step), on one CPU thread as in ``test_full_budget.py``: a few seconds, and cheap on
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest tests` (not `python -m pytest`) leaves the root out
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import precision, seeds, speed, trainval, tuning  # noqa: E402
+from benchmarks import curves, seeds, speed, trainval, tuning  # noqa: E402
 
 SECTIONS = ("peak", "conv4", "maml_step")
 TIMES = {"peak": ("ms",), "conv4": ("ms",), "maml_step": ("ours_ms", "ours_batched_ms")}
@@ -265,84 +265,6 @@ def test_a_results_file_says_where_it_came_from(tmp_path):
         write_results({"x": float("nan")}, tmp_path / "c.json")
 
 
-def test_precision_trains_in_fp32_and_bf16_and_scores_both_on_validation(
-    real, monkeypatch, tmp_path
-):
-    """``compare``: a toy method trained by ``train_steps`` once per precision (two runs in the
-    cache, the second call loads both), both scored on the same validation episodes; a trainer
-    that ignores the precision (``fit`` alone) is left out; ``$FEWSHOT_PRECISION`` as before."""
-    from dataclasses import dataclass
-
-    from utils import methods as M
-    from utils import registry as R
-    from utils.config import Budget, Config, Setup
-    from utils.data import load_split
-    from utils.train import PRECISION_VAR, fit, train_steps
-
-    @dataclass(frozen=True)
-    class ToyConfig(Config):
-        steps: int = Budget(quick=1, full=2)
-
-    load_split("val")  # the data set from the real cache, before the runs' cache is emptied
-    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
-    monkeypatch.delenv("FEWSHOT_RETRAIN", raising=False)
-    monkeypatch.setenv(PRECISION_VAR, "auto")
-    trained = []
-
-    def train(S, config):
-        def loss(model, batch):
-            trained.append(
-                torch.get_autocast_dtype("cpu") if torch.is_autocast_cpu_enabled() else None
-            )
-            return model(batch).float().pow(2).mean(), 1.0
-
-        return train_steps(S, lambda: torch.nn.Linear(2, 1), loss, [torch.ones(1, 2)], lr=0.1)
-
-    pixels = lambda model, S, setting, choices: M.pixel_nearest_neighbour  # noqa: E731
-    build = lambda: torch.nn.Linear(2, 1)  # noqa: E731
-    toy = R.Method("toy", "00", pixels, "toy", ToyConfig(), train, build)
-    S = Setup("quick", torch.device("cpu"), 0)
-    found = precision.compare(toy, S, n_episodes=3)
-    assert trained == [torch.bfloat16, None] and list(found) == ["bf16", "fp32"]
-    for p in ("fp32", "bf16"):
-        assert set(found[p]["per_episode"]) == {"5-way 1-shot", "20-way 1-shot"}
-        assert all(len(v) == 3 for v in found[p]["per_episode"].values())
-    assert found["fp32"]["per_episode"] == found["bf16"]["per_episode"]  # pixels: same answers
-    assert found["bf16"]["device"].endswith(", bf16")
-    precision.compare(toy, S, n_episodes=3)
-    assert len(trained) == 2  # both runs loaded from the cache, each under its own name
-    assert os.environ[PRECISION_VAR] == "auto"
-
-    def train_fit(S, config):
-        return torch.nn.Linear(2, 1), fit(lambda b: {"loss": 0.0}, [0], desc="toy")
-
-    @dataclass(frozen=True)
-    class OptOutConfig(Config):  # a method the book trains in fp32: checked in bf16 all the same
-        steps: int = 1
-        bf16: bool = False
-
-    def train_opt_out(S, config):
-        c = config.at(S.budget)
-        return train_steps(S, build, loss, [torch.ones(1, 2)], lr=0.1, bf16=c.bf16)
-
-    def loss(model, batch):
-        trained.append(torch.is_autocast_cpu_enabled())
-        return model(batch).float().pow(2).mean(), 1.0
-
-    trained.clear()
-    opt_out = R.Method("opt-out", "00", pixels, "opt-out", OptOutConfig(), train_opt_out, build)
-    found = precision.compare(opt_out, S, n_episodes=3)
-    assert trained == [True, False] and found["bf16"]["device"].endswith(", bf16")
-
-    fitted = R.Method("fitted", "00", pixels, "fitted", ToyConfig(), train_fit, build)
-    assert precision.compare(fitted, S, n_episodes=3) is None  # fp32 whatever the switch says
-    with pytest.raises(SystemExit, match="unknown 'nope'"):
-        precision.main(["--methods", "nope", "--out", str(tmp_path / "p.json")])
-    for bad in ("a", "-1"):
-        with pytest.raises(SystemExit, match="--seeds"):
-            precision.main(["--seeds", bad, "--out", str(tmp_path / "p.json")])
-
-
 def test_parse_seeds_reads_integers_and_refuses_the_rest():
     from benchmarks.provenance import parse_seeds
 
@@ -402,3 +324,53 @@ def test_write_methods_makes_a_file_or_merges_into_the_one_kept(tmp_path):
     assert first["meta"]["seconds"] == 0 and json.loads(out.read_text()) == first
     again = write_methods("tuning", [], "cpu", 0.0, same, {"b": 3}, out, first, ["b"])
     assert again["methods"] == {"a": 1, "b": 3} and again["meta"]["updates"][0]["methods"] == ["b"]
+
+
+def test_curves_train_each_multiple_as_its_own_run_and_test_each_point(real, monkeypatch, tmp_path):
+    """A toy method through ``curves.main``: one run per multiple of its quick steps (a run that
+    two methods share trained once), scored on validation and test episodes, the file written
+    with a point per multiple and the largest point's weights kept."""
+    from dataclasses import dataclass
+
+    from utils import methods as M
+    from utils import registry as R
+    from utils.config import Budget, Config
+    from utils.data import load_split
+    from utils.train import fit
+
+    @dataclass(frozen=True)
+    class ToyConfig(Config):
+        steps: int = Budget(quick=2, full=100)
+
+    load_split("val"), load_split("test")  # the data set from the real cache
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    monkeypatch.delenv("FEWSHOT_RETRAIN", raising=False)
+    monkeypatch.setattr(curves, "VAL_EPISODES", 3)
+    monkeypatch.setattr(curves, "TEST_EPISODES", 4)
+    trained = []
+
+    def train(S, config):
+        trained.append(config.at(S.budget).steps)
+        return torch.nn.Linear(2, 1), fit(lambda b: {"loss": 0.0}, range(trained[-1]))
+
+    pixels = lambda model, S, setting, choices: M.pixel_nearest_neighbour  # noqa: E731
+    build = lambda: torch.nn.Linear(2, 1)  # noqa: E731
+    toy = R.Method("toy", "00", pixels, "toy", ToyConfig(), train, build)
+    twin = R.Method("twin", "00", pixels, "toy", ToyConfig(), train, build, ("5-way 1-shot",))
+    monkeypatch.setattr(R, "METHODS", {"toy": toy, "twin": twin})
+    out = tmp_path / "curves" / "quick.json"
+    found = curves.main(["--multiples", "1,4", "--out", str(out)])
+    assert trained == [2, 8]  # one run per multiple; twin reuses toy's
+    points = found["methods"]["toy"]["points"]
+    assert [p["multiple"] for p in points] == [1, 4] and [p["steps"] for p in points] == [2, 8]
+    assert set(points[0]["test"]) == {"5-way 1-shot", "20-way 1-shot"}
+    assert (
+        points[0]["val"]["5-way 1-shot"]["n"] == 3 and points[0]["test"]["5-way 1-shot"]["n"] == 4
+    )
+    assert list(found["methods"]["twin"]["points"][1]["test"]) == ["5-way 1-shot"]
+    assert json.loads(out.read_text()) == found and "commit" in found["methods"]["toy"]
+    assert (out.parent / "weights" / "toy-4x-seed0.pt").is_file()
+    with pytest.raises(SystemExit, match="--multiples"):
+        curves.main(["--multiples", "0", "--out", str(out)])
+    with pytest.raises(SystemExit, match="unknown 'nope'"):
+        curves.main(["--methods", "nope", "--out", str(out)])

@@ -23,6 +23,16 @@ def test_argument_beats_environment_and_quick_is_the_cpu_default(monkeypatch):
     assert setup(device="cpu").budget == "quick"
 
 
+def test_quick_is_the_default_on_a_gpu_too_which_says_how_to_ask_for_full(monkeypatch, capsys):
+    monkeypatch.delenv("FEWSHOT_BUDGET", raising=False)
+    monkeypatch.setattr(config, "default_device", lambda: torch.device("cuda"))
+    assert setup().budget == "quick"
+    assert "FEWSHOT_BUDGET=full" in capsys.readouterr().out
+    monkeypatch.setattr(config, "default_device", lambda: torch.device("cpu"))
+    setup()
+    assert "FEWSHOT_BUDGET=full" not in capsys.readouterr().out  # nothing to offer on a CPU
+
+
 def test_bad_budget_and_seed(monkeypatch):
     with pytest.raises(ValueError, match="unknown budget 'fast': allowed are quick, full"):
         setup(budget="fast")
@@ -111,22 +121,3 @@ def test_a_config_holds_both_budgets_and_resolves_one():
         Toy(steps=Budget(quick=1, full=-2))
     with pytest.raises(ValueError, match=r"Toy.lr = 0.0: a learning rate must be > 0"):
         Toy(lr=0.0)
-
-
-def test_the_bf16_field_is_left_out_of_the_key():
-    import hashlib
-    import json
-    from dataclasses import dataclass
-
-    from utils.config import Config
-
-    @dataclass(frozen=True)
-    class Settings(Config):
-        steps: int = 3
-        bf16: bool = False
-
-    before = json.dumps(["Settings", {"steps": 3}], sort_keys=True)  # the key without the field
-    assert Settings().key() == hashlib.sha256(before.encode()).hexdigest()[:8]
-    # The precision is in the run's name (utils.train.run_path), not in the key: the check of
-    # benchmarks/precision.py, which trains an fp32 method in bf16, finds the bf16 runs of before
-    assert Settings(bf16=True).key() == Settings().key()

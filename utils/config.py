@@ -154,14 +154,16 @@ class Setup:
 def setup(seed: int = 0, budget: str | None = None, device: str | None = None) -> Setup:
     """Pick budget, device and seed, seed every generator, print them and return them.
 
-    The budget comes from the argument, else ``$FEWSHOT_BUDGET``, else ``full`` on a
-    GPU and ``quick`` elsewhere. The device comes from the argument (refused, with the
-    choices, when it is unknown or not available here), else :func:`default_device`.
+    The budget comes from the argument, else ``$FEWSHOT_BUDGET``, else ``quick``, on every
+    device: ``full`` (the papers' settings, hours for the MAML family) runs only when asked.
+    On a GPU the quick runs say what the full budget would cost there
+    (:func:`utils.train.train_or_load`). The device comes from the argument (refused, with
+    the choices, when it is unknown or not available here), else :func:`default_device`.
     Float32 is computed in float32 on a GPU too (:func:`no_tf32`), and freed memory is kept
     for the next tensors (:func:`keep_freed_memory`).
     """
     dev = check_device(device) if device is not None else default_device()
-    budget = budget or os.environ.get(BUDGET_VAR) or ("full" if dev.type == "cuda" else "quick")
+    budget = budget or os.environ.get(BUDGET_VAR) or "quick"
     if budget not in BUDGETS:
         raise ValueError(
             f"unknown budget {budget!r}: allowed are {', '.join(BUDGETS)} "
@@ -174,6 +176,12 @@ def setup(seed: int = 0, budget: str | None = None, device: str | None = None) -
     keep_freed_memory()
     s = Setup(budget, dev, seed)
     print(s)
+    if dev.type != "cpu" and budget == "quick":
+        print(
+            f"A {dev.type.upper()} device is here: {BUDGET_VAR}=full (or setup(budget='full')) "
+            "trains with the papers' settings; each quick run below first measures a few of "
+            "its full-budget steps here and prints what the full run would cost."
+        )
     return s
 
 
@@ -225,12 +233,7 @@ class Config:
         return replace(self, **chosen)
 
     def key(self) -> str:
-        """Eight hex digits that change whenever the class or any value of the settings does.
-        A field ``bf16`` (whether a method may train in bfloat16: ``utils.train.train_steps``)
-        is left out: the precision a run trained in is in its file's name
-        (``utils.train.run_path``), and the methods keep the keys, and the runs, that they had
-        before the book trained in bfloat16."""
+        """Eight hex digits that change whenever the class or any value of the settings does."""
         values = asdict(self)
-        values.pop("bf16", None)
         text = json.dumps([type(self).__name__, values], sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:8]

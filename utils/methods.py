@@ -85,7 +85,6 @@ class TransferConfig(Config):
     steps: int = Budget(quick=1000, full=20_000)  # mini-batches
     batch_size: int = Budget(quick=64, full=256)
     lr: float = Budget(quick=1e-2, full=3e-3)  # the one-cycle schedule's peak
-    bf16: bool = False  # bfloat16 training lost validation accuracy (chapter 12): fp32
 
 
 def transfer_loss(model, batch):
@@ -114,9 +113,7 @@ def train_transfer(S, config=TransferConfig(), build=build_transfer_net):
     def one_cycle(optimizer):
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c.lr, total_steps=c.steps)
 
-    return train_steps(
-        S, build, transfer_loss, batches, c.lr, one_cycle, desc="pretraining", bf16=c.bf16
-    )
+    return train_steps(S, build, transfer_loss, batches, c.lr, one_cycle, desc="pretraining")
 
 
 def transfer_features(backbone, x, batch_size: int = 1000):
@@ -474,7 +471,6 @@ class SiameseConfig(Config):
     n_classes: int = 32  # classes per batch, two drawings each
     lr: float = Budget(quick=6e-3, full=2e-3)
     margin: float = 1.0  # the contrastive loss's margin (unused by "bce")
-    bf16: bool = False  # bfloat16 training lost validation accuracy (chapter 12): fp32
 
 
 def train_siamese(S, config=SiameseConfig()):
@@ -494,7 +490,7 @@ def train_siamese(S, config=SiameseConfig()):
             return siamese_bce_loss(model, batch)
         return siamese_contrastive_loss(model, batch, c.margin)
 
-    return train_steps(S, build, loss, batches, c.lr, desc=f"siamese ({c.loss})", bf16=c.bf16)
+    return train_steps(S, build, loss, batches, c.lr, desc=f"siamese ({c.loss})")
 
 
 def classifier_siamese(model):
@@ -676,9 +672,6 @@ class ProtoNetConfig(Config):
     lr: float = 1e-3
     distance: str = "euclidean"
     classes: str = "train"  # the split it trains on (chapter 11: Lake's "background")
-    # bfloat16 lost validation accuracy on a second seed (chapter 12); chapter 10's variants
-    # and chapter 11's background run share this config: all train in fp32
-    bf16: bool = False
 
 
 def train_protonet(
@@ -700,7 +693,7 @@ def train_protonet(
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=2000, gamma=0.5)
 
     desc = f"protonet {c.n_way}-way {c.k_shot}-shot {c.distance}"
-    return train_steps(S, build, episode_loss, episodes, c.lr, halve_every_2000, desc, bf16=c.bf16)
+    return train_steps(S, build, episode_loss, episodes, c.lr, halve_every_2000, desc)
 
 
 def classifier_protonet(model, distance="euclidean"):
@@ -825,7 +818,6 @@ class RelationConfig(Config):
     n_query: int = 10
     steps: int = Budget(quick=2000, full=20_000)  # training episodes
     lr: float = 1e-3
-    bf16: bool = False  # bfloat16 training lost validation accuracy (chapter 12): fp32
 
 
 def train_relation(S, config=RelationConfig(), loss=relation_loss):
@@ -839,7 +831,7 @@ def train_relation(S, config=RelationConfig(), loss=relation_loss):
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, c.steps // 2), gamma=0.5)
 
     desc = f"relation {c.n_way}-way {c.k_shot}-shot"
-    return train_steps(S, RelationNetwork, loss, episodes, c.lr, halve_halfway, desc, bf16=c.bf16)
+    return train_steps(S, RelationNetwork, loss, episodes, c.lr, halve_halfway, desc)
 
 
 def classifier_relation(model):
@@ -931,9 +923,6 @@ class MAMLConfig(Config):
     n_query: int = Budget(quick=5, full=15)
     first_order: bool = False
     test_step_choices: tuple = (1, 3, 5, 10)  # the test-time steps maml_test_steps chooses from
-    # bfloat16 lost ANIL's validation accuracy (chapter 12); MAML, FOMAML, ANIL and ProtoMAML
-    # share these settings and train in fp32 alike, so that chapter 9 compares inner loops alone
-    bf16: bool = False
 
 
 FOMAML_CONFIG = MAMLConfig(  # quick meta_lr: chosen on validation among 3.33e-4, 1e-3 and 3e-3
@@ -978,7 +967,7 @@ def train_maml(S, config=MAMLConfig(), adapt=None):
     name = ("FOMAML" if c.first_order else "MAML") + (f" ({adapt.__name__})" if adapt else "")
     desc = f"{name} {c.n_way}-way {c.k_shot}-shot"
     build = lambda: maml_conv4(c.n_way)  # noqa: E731
-    return train_steps(S, build, meta_loss, batches, c.meta_lr, desc=desc, bf16=c.bf16)
+    return train_steps(S, build, meta_loss, batches, c.meta_lr, desc=desc)
 
 
 def maml_test_steps(model, S, config=MAMLConfig(), k_shot=1, adapt=None):
@@ -1304,7 +1293,6 @@ class ReptileConfig(Config):
     outer_lr: float = 1.0  # annealed linearly to 0
     test_step_choices: tuple = Budget(quick=(5, 10, 20), full=(10, 25, 50))
     test_lr: float = Budget(quick=1e-2, full=1e-3)
-    bf16: bool = False  # its own update (not train_steps) runs in fp32 everywhere
 
 
 def train_reptile(S, config=ReptileConfig()):
@@ -1339,7 +1327,8 @@ def train_reptile(S, config=ReptileConfig()):
         return {"loss": reptile_outer_step(model, eps, adapt, lr), "outer step size": lr}
 
     # one thread: minibatches of ten images are many small operations (see fit)
-    return model, fit(step, range(c.steps), desc="Reptile (Omniglot)", threads=1)
+    state = {"model": model, "optimizer": opt}  # what a checkpoint saves (fit)
+    return model, fit(step, range(c.steps), desc="Reptile (Omniglot)", threads=1, state=state)
 
 
 def reptile_test_steps(model, S, config=ReptileConfig(), k_shot=1):
@@ -1731,7 +1720,6 @@ class DAGANConfig(Config):
     steps: int = Budget(quick=1500, full=30_000)
     batch: int = 32
     lr: float = 2e-4
-    bf16: bool = False  # its own two updates (not train_steps) run in fp32 everywhere
 
 
 def train_dagan(S, config=DAGANConfig()):
@@ -1771,7 +1759,8 @@ def train_dagan(S, config=DAGANConfig()):
 
     # one thread: small convolutions on 32 images, where a second thread gains little on a quiet
     # machine and costs several times over on a busy one (the fit function's note)
-    return G, fit(step, range(c.steps), desc="DAGAN", threads=1)
+    state = {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d, "g": g}  # what a checkpoint saves
+    return G, fit(step, range(c.steps), desc="DAGAN", threads=1, state=state)
 
 
 def dagan_copies(generator_net):

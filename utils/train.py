@@ -21,14 +21,12 @@ from .config import Config, Setup, cache_dir
 
 class History(dict):
     """Training metrics, one list per name (``history["loss"][i]`` is step ``i``'s loss),
-    the wall-clock ``seconds`` the loop took, the CPU ``threads`` PyTorch used in it, the
-    ``precision`` its losses were computed in (:func:`training_precision`), and the ``device``
-    it ran on (set by :func:`train_or_load`, for a run trained now or loaded: "cuda", or "cpu,
-    2 threads", with ", bf16" when the loss was computed in bfloat16; empty when unknown)."""
+    the wall-clock ``seconds`` the loop took, the CPU ``threads`` PyTorch used in it, and the
+    ``device`` it ran on (set by :func:`train_or_load`, for a run trained now or loaded:
+    "cuda", or "cpu, 2 threads"; empty when unknown)."""
 
     seconds: float = 0.0
     threads: int | None = None
-    precision: str = "fp32"
     device: str = ""
     peak_mb: float | None = None  # the loop's peak memory (:class:`PeakMemory`), if known
 
@@ -79,47 +77,72 @@ class PeakMemory:
         return False
 
 
-class FreeCores:
-    """How many of this process's CPU cores the other processes leave free: ``count()``
-    measures, on Linux, the busy time of those cores (``/proc/stat``) less this process's own
-    CPU time, since the previous ``count()`` (the first waits ``window`` seconds), and counts a
-    core as taken from 0.4 of a core busy elsewhere on. It returns ``None`` where
-    ``/proc/stat`` cannot be read (macOS, Windows)."""
-
-    def __init__(self, window: float = 0.1):
-        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        self.window = window
-        self._last = self._read()
-
-    def _read(self) -> tuple[float, float, float] | None:
-        """(busy seconds of the cores since boot, this process's CPU seconds, the clock)."""
-        try:
-            lines = Path("/proc/stat").read_text().splitlines()
-        except OSError:
-            return None
-        busy = 0
-        for line in lines:  # cpuN user nice system idle iowait irq softirq steal ...
-            name, *ticks = line.split()
-            if name[3:].isdigit() and name.startswith("cpu") and int(name[3:]) in self.cpus:
-                t = [int(x) for x in ticks[:8]]
-                busy += sum(t) - t[3] - t[4]
-        return busy / os.sysconf("SC_CLK_TCK"), time.process_time(), time.perf_counter()
-
-    def count(self) -> int | None:
-        """The free cores since the previous call (or since this object was made)."""
-        if self._last is None or not self.cpus:
-            return None
-        time.sleep(max(0.0, self.window - (time.perf_counter() - self._last[2])))
-        now = self._read()
-        if now is None:
-            return None
-        busy, own, wall = (a - b for a, b in zip(now, self._last))
-        self._last = now
-        elsewhere = max(0.0, busy - own) / max(wall, 1e-9)
-        return max(0, len(self.cpus) - int(elsewhere + 0.6))
+CHECKPOINT_SECONDS = 60.0  # how often a run that train_or_load trains saves its checkpoint
+_checkpoint: dict = {"path": None, "every": CHECKPOINT_SECONDS}  # set by :func:`checkpointing`
 
 
-RECHECK_SECONDS = 10.0  # how often fit looks again at the cores that other processes leave free
+@contextlib.contextmanager
+def checkpointing(path: "os.PathLike | None", every: float = CHECKPOINT_SECONDS):
+    """While it lasts, :func:`fit` saves its state to ``path`` every ``every`` seconds (and
+    continues from that file when it exists), so that a run stopped midway (a killed kernel, a
+    time-limited GPU job) continues where it stopped instead of starting again.
+    :func:`train_or_load` wraps every training in it, next to the run's file, and deletes the
+    checkpoint once the run is saved. ``path=None``: no checkpoint while it lasts."""
+    before = dict(_checkpoint)
+    _checkpoint.update(path=None if path is None else Path(path), every=every)
+    try:
+        yield
+    finally:
+        _checkpoint.update(before)
+
+
+def _rng_state() -> dict:
+    """The state of Python's, NumPy's and PyTorch's generators (CPU and every GPU)."""
+    import random
+
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _state_of(obj):
+    """What a checkpoint keeps of ``obj``: a random generator's state, else its state_dict."""
+    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+
+
+def _restore(obj, state) -> None:
+    obj.set_state(state) if isinstance(obj, torch.Generator) else obj.load_state_dict(state)
+
+
+def _save_checkpoint(path: Path, done: int, history: dict, seconds: float, state: dict) -> None:
+    """Write the checkpoint whole or not at all (a temporary file, then ``os.replace``)."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    contents = {
+        "done": done,
+        "history": dict(history),
+        "seconds": seconds,
+        "rng": _rng_state(),
+        "state": {name: _state_of(obj) for name, obj in state.items()},
+    }
+    try:
+        torch.save(contents, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def fit(
@@ -127,87 +150,62 @@ def fit(
     batches: Iterable,
     desc: str = "training",
     threads: int | None = None,
+    state: dict | None = None,
 ) -> History:
-    """Call ``step(batch)`` for every batch (an episode, or a batch of images) with a
-    progress bar; ``step`` does one update and returns its metrics as ``{name: float}``. The
-    history holds them, the loop's seconds, the CPU threads of most of its steps and its peak
-    memory (:class:`PeakMemory`).
+    """Run ``step(batch)`` over ``batches`` with a progress bar; return the metrics ``step``
+    returns (a dict of numbers per step) as a :class:`History`.
 
-    ``threads``: the CPU threads PyTorch uses during the loop (then restored). One thread suits
-    training made of many small operations (Reptile's minibatches of ten images): it is about
-    as fast as two on a quiet machine, and two threads on cores that another busy process
-    shares wait on each other and slow down several times (measured by ``make bench``).
-    ``None``: PyTorch's threads, fewer while other processes keep cores busy
-    (:class:`FreeCores`, looked at when the loop starts and every :data:`RECHECK_SECONDS`), so
-    that a busy machine slows training down about as much as it would on one thread. On a quiet
-    machine that is PyTorch's threads throughout, so a run is the one it would be without the
-    check (with two threads a seed need not repeat its run exactly: the sums' order may vary);
-    under other load the thread count, and so the last digits of the sums, depend on that load.
+    ``threads``: the CPU threads PyTorch uses in the loop (restored afterwards); ``None`` keeps
+    PyTorch's. ``state``: ``{name: object}``, the model, its optimizer and scheduler (anything
+    with ``state_dict()``) and the step's own random generators (``torch.Generator``). While
+    :func:`checkpointing` is on, a checkpoint saves them with the loop's position, its history
+    and the global generators' states; a run that finds a checkpoint draws the batches done
+    before it again without training on them and goes on from there: the same run as one never
+    stopped, bit for bit on one thread (a generator that the step uses but ``state`` does not
+    name starts again from its seed).
     """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    path, every = _checkpoint["path"], _checkpoint["every"]  # None: no checkpoint
+    if state is None:
+        path = None
+    history, done, earlier, saved = History(), 0, 0.0, None
+    if path is not None and path.is_file():
+        saved = torch.load(path, weights_only=False)
+        for name, obj in state.items():
+            _restore(obj, saved["state"][name])
+        history.update(saved["history"])
+        done, earlier = saved["done"], saved["seconds"]
+        print(f"{desc}: continuing from step {done} ({path})")
+    iterator = iter(batches)
+    for _ in range(done):  # the batches done before the checkpoint: drawn again, not trained on
+        next(iterator)
+    if saved is not None:  # the generators as they were after those batches
+        _set_rng_state(saved["rng"])
     before = torch.get_num_threads()
-    most = threads or before
-    free = FreeCores() if threads is None and most > 1 else None
-    steps_at: dict[int, int] = {}  # threads -> steps run on them
-    history, start = History(), time.perf_counter()
-    bar = tqdm(batches, desc=desc)
-    checked = -float("inf")
+    start = saved_at = time.perf_counter()
+    total = len(batches) if hasattr(batches, "__len__") else None
+    bar = tqdm(iterator, desc=desc, initial=done, total=total)
+    steps = done
     try:
-        torch.set_num_threads(most)
+        torch.set_num_threads(threads or before)
         with PeakMemory() as peak:  # the loop's own memory: models, optimizer, activations
-            for batch in bar:
-                if free is not None and time.perf_counter() - checked >= RECHECK_SECONDS:
-                    n = free.count()
-                    torch.set_num_threads(most if n is None else max(1, min(most, n)))
-                    checked = time.perf_counter()
-                n_threads = torch.get_num_threads()
-                steps_at[n_threads] = steps_at.get(n_threads, 0) + 1
+            for steps, batch in enumerate(bar, start=done + 1):
                 for name, value in step(batch).items():
                     history.setdefault(name, []).append(float(value))
                 bar.set_postfix(
                     {n: f"{np.mean(v[-50:]):.3f}" for n, v in history.items()}, refresh=False
                 )
+                if path is not None and time.perf_counter() - saved_at >= every:
+                    seconds = earlier + time.perf_counter() - start
+                    _save_checkpoint(path, steps, history, seconds, state)
+                    saved_at = time.perf_counter()
     finally:
         torch.set_num_threads(before)
-    history.seconds, history.peak_mb = time.perf_counter() - start, peak.mb
-    history.threads = max(steps_at, key=steps_at.get) if steps_at else most
-    fewer = sum(k for t, k in steps_at.items() if t < most)
-    busy = f" ({fewer} on fewer threads than {most}: other processes were busy)" if fewer else ""
-    print(f"{desc}: {len(bar)} steps in {history.seconds:.0f} s{busy}")
+    history.seconds = earlier + time.perf_counter() - start
+    history.peak_mb, history.threads = peak.mb, threads or before
+    print(f"{desc}: {steps} steps in {history.seconds:.0f} s")
     return history
-
-
-PRECISION_VAR = "FEWSHOT_PRECISION"
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this machine's CPU has bfloat16 units (AVX512-BF16 or AMX), as PyTorch detects
-    them; ``False`` where this PyTorch cannot tell."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
-
-
-def training_precision(device) -> str:
-    """``"bf16"`` or ``"fp32"``: what :func:`train_steps` computes the loss in on ``device``.
-
-    ``$FEWSHOT_PRECISION`` chooses: ``fp32``, ``bf16``, or ``auto`` (the default), which is
-    bf16 on a CPU with bfloat16 units (:func:`cpu_has_bf16`) and fp32 everywhere else. There
-    a training step runs up to twice as fast in bfloat16 (``make bench``); a CPU without those
-    units emulates bfloat16, slower than fp32, and on a GPU the book has not been checked in
-    bfloat16. Whether a method loses accuracy in bf16 is checked on validation episodes
-    (``benchmarks/precision.py``, chapter 12); one that does passes ``bf16=False`` to
-    :func:`train_steps`. The weights, the optimizer and every evaluation stay in fp32.
-    """
-    wanted = os.environ.get(PRECISION_VAR) or "auto"
-    if wanted not in PRECISIONS:
-        raise ValueError(
-            f"${PRECISION_VAR}={wanted!r} is not a precision: allowed are {', '.join(PRECISIONS)}"
-        )
-    if wanted != "auto":
-        return wanted
-    return "bf16" if torch.device(device).type == "cpu" and cpu_has_bf16() else "fp32"
 
 
 def _to(batch, device):
@@ -226,33 +224,23 @@ def train_steps(
     schedule: Callable | None = None,
     desc: str = "training",
     threads: int | None = None,
-    bf16: bool = True,
 ) -> tuple[torch.nn.Module, History]:
     """The book's training loop, shared by every method trained by gradient descent on a loss.
 
     Seeds PyTorch with ``setup.seed`` and builds the model (``build()``, on ``setup.device``),
     then for every batch (an episode, a list of episodes, or a batch of images and labels) one
     Adam step of size ``lr`` on ``loss(model, batch)``, which returns ``(loss, accuracy)``;
-    ``schedule(optimizer)`` makes a learning-rate scheduler, stepped after every step. The
-    loss is computed under autocast to bfloat16 where :func:`training_precision` says so,
-    unless ``bf16=False`` (a method that bfloat16 costs accuracy on validation episodes:
-    chapter 12). A progress bar shows both metrics, and :func:`fit`'s history records them and
-    the precision. Returns the model, in evaluation mode, and the history.
+    ``schedule(optimizer)`` makes a learning-rate scheduler, stepped after every step. A
+    progress bar shows both metrics, and :func:`fit`'s history records them. Returns the
+    model, in evaluation mode, and the history.
     """
     torch.manual_seed(setup.seed)  # the same initial weights, whoever calls
     model = build().to(setup.device)
     optimizer = torch.optim.Adam(model.parameters(), lr)
     scheduler = schedule(optimizer) if schedule is not None else None
-    precision = training_precision(setup.device) if bf16 else "fp32"
-    autocast = (  # not made at all in fp32: older PyTorch refuses autocast on some devices
-        torch.autocast(setup.device.type, torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
-    )
 
     def step(batch):
-        with autocast:
-            value, accuracy = loss(model, _to(batch, setup.device))
+        value, accuracy = loss(model, _to(batch, setup.device))
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
@@ -260,9 +248,11 @@ def train_steps(
             scheduler.step()
         return {"loss": value.item(), "accuracy": float(accuracy)}
 
+    state = {"model": model, "optimizer": optimizer}
+    if scheduler is not None:
+        state["scheduler"] = scheduler
     model.train()
-    history = fit(step, batches, f"{desc}, bf16" if precision == "bf16" else desc, threads=threads)
-    history.precision = precision
+    history = fit(step, batches, desc, threads=threads, state=state)
     model.eval()
     return model, history
 
@@ -270,19 +260,10 @@ def train_steps(
 def run_path(name: str, setup: Setup, config: Config | None = None) -> "os.PathLike":
     """Where the run ``name`` of this budget, seed and ``config`` lives in the cache: the key of
     the config's values at this budget is part of the file's name, so that a changed setting
-    finds no run and trains anew, and so is ``-bf16`` where models train in bfloat16
-    (:func:`training_precision`, unless the config says ``bf16 = False``), so that the runs and
-    records of the two precisions never stand in for each other. Reptile's and DAGAN's trainers
-    do not go through :func:`train_steps` and train in fp32: their configs say ``bf16 = False``;
-    a run without a config (the record of a method that trains nothing) has neither suffix."""
+    finds no run and trains anew; a run without a config (the record of a method that trains
+    nothing) has no key."""
     key = "" if config is None else f"-{config.at(setup.budget).key()}"
-    in_bf16 = (
-        config is not None
-        and training_precision(setup.device) == "bf16"
-        and getattr(config, "bf16", True)
-    )
-    bf16 = "-bf16" if in_bf16 else ""
-    return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}{key}{bf16}.pt"
+    return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}{key}.pt"
 
 
 RETRAIN_VAR = "FEWSHOT_RETRAIN"
@@ -298,19 +279,6 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
     return value
-
-
-def _numpy_globals() -> list:
-    """The NumPy functions and classes that rebuild an array or a number: older runs (saved
-    before :func:`save_run` stored lists) hold NumPy arrays, and only these may rebuild them."""
-    dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
-    return [
-        np.array(0.0).__reduce__()[0],
-        np.float64(0).__reduce__()[0],
-        np.ndarray,
-        np.dtype,
-        *dtypes,
-    ]
 
 
 REDO = f"delete it or set ${RETRAIN_VAR}=1 to train again"  # what to do with a run that is refused
@@ -354,8 +322,8 @@ def save_run(name: str, setup: Setup, config: Config | None = None, **contents) 
 def load_run(name: str, setup: Setup, config: Config | None = None) -> dict | None:
     """The run saved by :func:`save_run` with this budget, seed and config, or ``None``.
 
-    It is read safely (``weights_only=True``: tensors, numbers, strings, lists and dicts, and
-    the NumPy arrays of older runs, as lists) onto ``setup.device``, wherever it was trained.
+    It is read safely (``weights_only=True``: tensors, numbers, strings, lists and dicts) onto
+    ``setup.device``, wherever it was trained.
     A file that is corrupt, holds anything else, or holds another budget or seed is refused
     with a ``RuntimeError`` that names it and says what to do.
     """
@@ -363,8 +331,7 @@ def load_run(name: str, setup: Setup, config: Config | None = None) -> dict | No
     if not path.is_file():
         return None
     try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            run = torch.load(path, map_location=setup.device, weights_only=True)
+        run = torch.load(path, map_location=setup.device, weights_only=True)
     except Exception as err:
         text = str(err)  # the safe loader's reason follows "WeightsUnpickler error:"
         detail = (
@@ -391,6 +358,25 @@ def load_run(name: str, setup: Setup, config: Config | None = None) -> dict | No
     return _plain(run)
 
 
+RUN_KEYS = ("history", "seconds", "device", "threads", "peak_mb")  # what a trained run holds
+PROBE_STEPS = 3  # full-budget steps measured on a GPU before a quick run
+
+
+def full_budget_seconds(setup: Setup, train: Callable, config: Config) -> tuple[float, int]:
+    """``(seconds a step, steps)`` of ``train`` at the full budget on ``setup.device``: the mean
+    of :data:`PROBE_STEPS` full-budget steps measured now (the first one's warm-up included, so
+    the estimate errs high), and the full budget's number of steps."""
+    from dataclasses import replace
+
+    from .config import Budget
+
+    full = config.at("full")
+    probe = replace(config, steps=Budget(quick=PROBE_STEPS, full=PROBE_STEPS))
+    with checkpointing(None):
+        _, history = train(replace(setup, budget="full"), probe)
+    return history.seconds / PROBE_STEPS, full.steps
+
+
 def train_or_load(
     name: str,
     setup: Setup,
@@ -401,17 +387,19 @@ def train_or_load(
     """``train(setup, config)`` (which returns ``(model, history)``) and save the weights, the
     history (with its device, CPU threads and its loop's peak memory) and the config as run
     ``name``; or, when this budget, seed and config were trained before, ``build()`` the model
-    and load them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. A saved
-    run whose weights do not fit ``build()``'s model, or that lacks its history, is refused with
-    a ``RuntimeError`` that says what to do. Returns ``(model, history)``."""
+    and load them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. While
+    it trains, the loop saves a checkpoint beside the run's file every minute
+    (:func:`checkpointing`): a training stopped midway continues from it when called again. A
+    saved run whose weights do not fit ``build()``'s model is refused with a ``RuntimeError``
+    that says what to do. Returns ``(model, history)``."""
     path = run_path(name, setup, config)
     run = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(name, setup, config)
     if run is not None and "model" in run:
-        missing = [key for key in ("history", "seconds") if key not in run]
+        missing = [k for k in RUN_KEYS if k not in run]
         if missing:
             raise RuntimeError(
-                f"{path} holds weights but no {' or '.join(missing)} (a run of an older "
-                f"format): {REDO}"
+                f"{path} holds weights but no {', '.join(missing)} (a run of another version of "
+                f"the book): {REDO}"
             )
         model = build().to(setup.device)
         try:
@@ -422,22 +410,29 @@ def train_or_load(
             ) from err
         model.eval()
         history = History(run["history"])
-        history.seconds, history.device = run["seconds"], run.get("device", "")
-        history.threads = run.get("threads")  # None in a run saved before it was kept
-        history.peak_mb = run.get("peak_mb")  # None in a run saved before it was measured
-        history.precision = run.get("precision", "fp32")  # every run before it was kept
+        history.seconds, history.device = run["seconds"], run["device"]
+        history.threads, history.peak_mb = run["threads"], run["peak_mb"]
         print(
             f"{name}: loaded the model trained before ({history.seconds:.0f} s of training, "
-            f"on {run.get('device', 'an unknown device')}) from {path}; set {RETRAIN_VAR}=1 to "
-            "train again"
+            f"on {history.device}) from {path}; set {RETRAIN_VAR}=1 to train again"
         )
         return model, history
-    model, history = train(setup, config)
+    if setup.device.type != "cpu" and setup.budget == "quick" and hasattr(config, "steps"):
+        per_step, steps = full_budget_seconds(setup, train, config)
+        print(
+            f"{name}: the full budget ({steps:,} steps) would train for about "
+            f"{per_step * steps / 60:,.0f} minutes on this {setup.device.type} (measured on "
+            f"{PROBE_STEPS} steps, {per_step:.3f} s each); FEWSHOT_BUDGET=full runs it"
+        )
+    checkpoint = path.with_name(path.stem + ".checkpoint.pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if os.environ.get(RETRAIN_VAR) == "1":
+        checkpoint.unlink(missing_ok=True)
+    with checkpointing(checkpoint):
+        model, history = train(setup, config)
     history.device = str(setup.device)
     if setup.device.type == "cpu" and history.threads is not None:  # 1 thread is slower than 2
         history.device += f", {history.threads} thread{'s' * (history.threads > 1)}"
-    if history.precision != "fp32":
-        history.device += f", {history.precision}"
     save_run(
         name,
         setup,
@@ -448,6 +443,6 @@ def train_or_load(
         peak_mb=history.peak_mb,
         device=history.device,
         threads=history.threads,
-        precision=history.precision,
     )
+    checkpoint.unlink(missing_ok=True)
     return model, history
