@@ -1202,7 +1202,7 @@ register(
         paper={"5-way 1-shot": 98.3, "5-way 5-shot": 99.2, "20-way 1-shot": 89.4},
         paper_transductive=True,
         cite="nichol2018reptile",
-        source="Nichol et al. 2018, Table 1 (transductive)",
+        source="Nichol et al. 2018, Table 2 (transductive)",
     )
 )
 
@@ -1436,7 +1436,7 @@ register(
         transductive=reptile_registry_classifier(ReptileConfig(), statistics="queries"),
         paper={"5-way 1-shot": 95.39, "5-way 5-shot": 98.90},
         cite="nichol2018reptile",
-        source="Nichol et al. 2018, Table 1 (Reptile, non-transductive: support + one query)",
+        source="Nichol et al. 2018, Table 2 (Reptile, non-transductive: support + one query)",
     )
 )
 
