@@ -33,8 +33,8 @@ env: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@# uv installs the pinned wheels (5 GB, torch's CUDA libraries included) on every core and
-	@# compiles their bytecode: 38-42 s on 2 cores where pip took 82 s. No cache: a fresh
-	@# machine gains nothing from one, and its copy of the wheels would double the disk used.
+	@# compiles their bytecode. No cache: a fresh machine gains nothing from one, and its copy
+	@# of the wheels would double the disk used.
 	$(PIP) install -q $(UV)
 	$(UV_PIP) --compile-bytecode -r requirements.txt pip==26.3
 	@# learn2learn 0.2.0 ships C files that fail on Python >= 3.11: re-cythonize them (no cache,
@@ -117,15 +117,16 @@ grade: env
 methods: env
 	$(BIN)/python -m tools.collect
 
-# What the code costs on this machine's CPU (benchmarks/speed.py, minutes on 2 cores): one
-# table, and benchmarks/results/cpu.json, which the page "What it costs" reads. On a GPU:
+# What the methods cost on this machine's CPU (benchmarks/speed.py): one table, and
+# benchmarks/results/cpu.json, which the page "What it costs" reads; its episode section times
+# the runs that make book left in the cache. On a GPU:
 # $(BIN)/python -m benchmarks.speed --device cuda (writes benchmarks/results/cuda.json).
 bench: env
 	$(BIN)/python -m benchmarks.speed
 
 # Colab reproduced here: a fresh Python 3.13 venv with Colab's torch, torchvision, numpy and
 # matplotlib (versions in .ci/colab-check), the chapters' Colab cells run as in Colab, chapters 1
-# and 7 end to end (about 6 minutes and 5 GB on a quiet machine).
+# and 7 end to end (5 GB of disk while it runs).
 colab-check: env
 	.ci/colab-check
 

@@ -77,6 +77,7 @@ def point(method, S, multiple: int, model_history=None) -> dict:
     from utils.data import load_split
     from utils.episodes import Episodes, fixed_test_episodes
     from utils.evaluate import SETTINGS, evaluate
+    from utils.registry import method_code
     from utils.train import train_or_load
 
     config = scaled(method.config, multiple)
@@ -102,6 +103,7 @@ def point(method, S, multiple: int, model_history=None) -> dict:
         "seconds": round(float(history.seconds), 1),
         "device": history.device,
         "config": config.at(S.budget).key(),
+        "code": method_code(method),
         "choices": choices,
         "val": val,
         "test": test,

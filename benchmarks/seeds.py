@@ -31,7 +31,7 @@ import torch
 
 from benchmarks.provenance import budget_registry_and_file, method_names, parse_seeds
 from benchmarks.provenance import results_to_update, write_methods
-from utils.registry import RECORD_PROTOCOL
+from utils.registry import RECORD_PROTOCOL, method_code
 
 SETTING = "5-way 1-shot"
 
@@ -56,6 +56,7 @@ def run_seed(seed: int, names=None) -> dict:
             "per_episode": [float(x) for x in results[SETTING].per_episode],
             "seconds": float(history.seconds) if history is not None else 0.0,
             "config": None if method.config is None else method.config.at(S.budget).key(),
+            "code": method_code(method),
         }
     return found
 

@@ -38,7 +38,7 @@ import time
 
 from benchmarks.provenance import budget_registry_and_file, method_names
 from benchmarks.provenance import results_to_update, write_methods
-from utils.registry import RECORD_PROTOCOL
+from utils.registry import RECORD_PROTOCOL, method_code
 
 SETTING = "5-way 1-shot"
 FOLDER = "trainval"  # the runs trained on trainval: $FEWSHOT_CACHE/trainval
@@ -107,6 +107,7 @@ def run_method(method, S) -> dict | None:
             "seconds": float(trainval_history.seconds),
         },
         "config": None if method.config is None else method.config.at(S.budget).key(),
+        "code": method_code(method),
     }
 
 

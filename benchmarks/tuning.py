@@ -53,10 +53,11 @@ def rate_field(config) -> str:
 def tune(method, S, factors=FACTORS, n_episodes: int = N_EPISODES) -> dict:
     """``method`` trained with its learning rate times each of ``factors`` and scored on
     ``n_episodes`` 5-way 1-shot validation episodes: ``{"field", "book", "values": {value:
-    {"per_episode": [...], "seconds": s}}}``."""
+    {"per_episode": [...], "seconds": s}}, "code"}`` (the key of the method's code)."""
     from utils.data import load_split
     from utils.episodes import N_QUERY, Episodes
     from utils.evaluate import evaluate
+    from utils.registry import method_code
     from utils.train import train_or_load
 
     field = rate_field(method.config)
@@ -76,7 +77,7 @@ def tune(method, S, factors=FACTORS, n_episodes: int = N_EPISODES) -> dict:
             "per_episode": [float(x) for x in accuracy.per_episode],
             "seconds": float(history.seconds),
         }
-    return {"field": field, "book": float(book), "values": values}
+    return {"field": field, "book": float(book), "values": values, "code": method_code(method)}
 
 
 def main(argv=None) -> dict:

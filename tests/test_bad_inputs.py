@@ -18,7 +18,8 @@ from test_episodes import numbered_classes
 from utils.config import Setup, cache_dir, setup
 from utils.episodes import Episodes
 from utils.evaluate import evaluate
-from utils.train import History, load_run, run_path, save_run, train_or_load
+from utils.config import code_key
+from utils.train import History, fit, load_run, run_path, save_run, train_or_load
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = Setup("quick", torch.device("cpu"), 0)
@@ -228,14 +229,19 @@ def test_a_run_of_another_budget_under_this_name_is_refused(runs):
         load_run("toy", CPU)
 
 
-def test_a_run_without_its_history_is_refused(runs):
+def test_a_run_of_other_code_is_trained_again(runs, capsys):
+    """A run saved without this code's key (another version of the book, weights without their
+    history) is not loaded: the method trains again."""
     torch.save({"budget": "quick", "seed": 0, "model": torch.nn.Linear(2, 1).state_dict()}, runs)
-    with pytest.raises(
-        RuntimeError,
-        match=rf"{runs} holds weights but no history, seconds, device, threads, peak_mb \(a run "
-        r"of another version of the book\): delete it or set \$FEWSHOT_RETRAIN=1",
-    ):
-        train_or_load("toy", CPU, lambda S, c: None, None, lambda: torch.nn.Linear(2, 1))
+    trained = []
+
+    def train(S, c):
+        trained.append(1)
+        return torch.nn.Linear(2, 1), fit(lambda b: {"loss": 0.0}, range(1))
+
+    train_or_load("toy", CPU, train, None, lambda: torch.nn.Linear(2, 1))
+    assert trained == [1] and "trained by other code" in capsys.readouterr().out
+    assert load_run("toy", CPU)["code"] == code_key() and "history" in load_run("toy", CPU)
 
 
 def test_weights_that_do_not_fit_the_model_are_refused(runs):
@@ -244,6 +250,7 @@ def test_weights_that_do_not_fit_the_model_are_refused(runs):
         CPU,
         model=torch.nn.Linear(3, 1).state_dict(),
         **dict(history={"loss": [1.0]}, seconds=1.0, device="cpu", threads=1, peak_mb=None),
+        code=code_key(),  # the key of code outside the chapters': of nothing
     )
     with pytest.raises(
         RuntimeError,

@@ -121,3 +121,29 @@ def test_a_config_holds_both_budgets_and_resolves_one():
         Toy(steps=Budget(quick=1, full=-2))
     with pytest.raises(ValueError, match=r"Toy.lr = 0.0: a learning rate must be > 0"):
         Toy(lr=0.0)
+
+
+def test_code_key_follows_the_code_a_method_uses(tmp_path, monkeypatch):
+    """The key changes when a function or a helper it calls changes (or one in its closure), not
+    when a docstring, a comment or the formatting does; code outside the chapters' is not read."""
+    import importlib.util
+
+    def module(name, text):
+        (tmp_path / f"{name}.py").write_text(text)
+        spec = importlib.util.spec_from_file_location(name, tmp_path / f"{name}.py")
+        m = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(m)
+        return m
+
+    base = "def helper(x):\n    return x + 1\n\n\ndef train(x):\n    return helper(x)\n"
+    same = 'def helper(x):\n    """Adds one."""\n    return (x +\n 1)  # one\n\n\n'
+    same += "def train(x):\n    return helper(x)\n"
+    other = base.replace("x + 1", "x + 2")
+    closure = "def make(inner):\n    def f(x):\n        return inner(x)\n\n    return f\n"
+    a, b, c, d = (module(n, t) for n, t in zip("abcd", (base, same, other, closure)))
+    monkeypatch.setattr(config, "CODE_MODULES", ("a", "b", "c", "d"))
+    assert config.code_key(a.train) == config.code_key(b.train)  # docstring, comment, format
+    assert config.code_key(a.train) != config.code_key(c.train)  # the helper changed
+    assert config.code_key(d.make(a.helper)) != config.code_key(d.make(c.helper))  # the closure
+    monkeypatch.setattr(config, "CODE_MODULES", ())
+    assert config.code_key(a.train) == config.code_key(c.train) == config.code_key()

@@ -198,24 +198,16 @@ def test_the_comparison_trains_and_measures_every_method_on_an_empty_cache(
     assert not list((tmp_path / "runs").glob("record-*")), "measure writes no chapter's record"
 
 
-def test_maml_registry_classifier_hands_the_chosen_steps_score_to_the_blocks_choice(monkeypatch):
-    """Steps chosen now: their validation score of 0 blocks fixed goes to ``maml_test_fixed``
-    (not scored twice); steps loaded from a chapter's choices: nothing to hand over."""
+def test_maml_registry_classifier_takes_the_steps_saved_or_chooses_them_now(monkeypatch):
+    """Steps a chapter chose are used as they are; missing ones are chosen now on validation
+    (``maml_test_steps``) and kept in the choices."""
     from utils import methods as M
 
-    steps_scores = {1: Accuracy(np.array([0.2, 0.4])), 3: Accuracy(np.array([0.6, 0.8]))}
-    handed = []
-    monkeypatch.setattr(M, "maml_test_steps", lambda *a: (3, steps_scores))
-
-    def fixed(model, S, steps, config, k_shot, every_layer=None):
-        handed.append((steps, every_layer))
-        return 2, {}
-
-    monkeypatch.setattr(M, "maml_test_fixed", fixed)
+    asked = []
+    monkeypatch.setattr(M, "maml_test_steps", lambda *a: asked.append(a[3]) or (3, {}))
     classifier, model = M.maml_registry_classifier(), M.maml_conv4(5)
     choices = {}
     classifier(model, S, "5-way 1-shot", choices)
-    assert choices == {"test steps, 5-way 1-shot": 3, "test fixed blocks, 5-way 1-shot": 2}
-    assert handed == [(3, steps_scores[3])]
+    assert choices == {"test steps, 5-way 1-shot": 3} and asked == [1]
     classifier(model, S, "5-way 5-shot", {"test steps, 5-way 5-shot": 1})
-    assert handed[1] == (1, None)
+    assert asked == [1]  # loaded, not chosen again

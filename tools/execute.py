@@ -56,12 +56,8 @@ NEEDS = {  # job -> the chapters whose runs or records it loads (else it would t
     "10_more_data_from_less": {"05_prototypical"},
 }
 # The unit tests first (a failure ends the run early), then roughly the longest first: chapter 7
-# then 9 is the longest chain. Chapter 9 before 10 and 6 before 8: with the chapters' times of a
-# `make book` (2007376, chapter 4 since it embeds each test image once), packed by run() into two
-# lanes and each time moved by up to 15 %, the lanes end 26 s sooner on average than in the
-# order of their lengths (1,012 s against 1,038 s). The Colab reproduction (about 7 minutes on
-# one thread) last, beside chapter 11: chapter 11 then runs on one thread, which costs it less
-# than a lane left to a second thread gives.
+# then 9 is the longest chain; chapter 9 before 10 and 6 before 8 pack the two lanes more evenly.
+# The Colab reproduction last, beside chapter 11, which then runs on one thread.
 ORDER = (
     UNIT,
     "07_maml",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import hashlib
+import inspect
 import json
 import os
 import platform
 import random
+import textwrap
+import types
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -95,9 +99,8 @@ def seed_everything(seed: int) -> None:
 
 def no_tf32() -> None:
     """Compute float32 in float32 on a GPU: no TF32 (10-bit mantissas) in cuDNN's convolutions,
-    which PyTorch allows by default, nor in matrix products (off by default). With TF32, MAML's
-    float32 meta-gradient on a GPU lies far from its float64 value; without, close to it
-    (``make bench`` measures both, and the page "What it costs" shows them). No effect on a CPU."""
+    which PyTorch allows by default, nor in matrix products (off by default), so that MAML's
+    float32 meta-gradient stays close to its exact value. No effect on a CPU."""
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
 
@@ -113,11 +116,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc unmaps every freed block above an adaptive threshold (at most 32 MiB) and
     trims the top of its heap, so each training step's tensors come back as fresh pages that
-    the kernel must zero on first touch: a Conv-4 step on 600 images spent about half its time
-    there (``make bench`` measures it; the page "What it costs" shows it). The process then
-    keeps its largest footprint until it ends. Called by :func:`setup`; returns True where the
-    C library is glibc (Linux, Colab) and False elsewhere (macOS, Windows), where it does
-    nothing."""
+    the kernel must zero on first touch. The process then keeps its largest footprint until it
+    ends. Called by :func:`setup`; returns True where the C library is glibc (Linux, Colab) and
+    False elsewhere (macOS, Windows), where it does nothing."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL("libc.so.6")
@@ -237,3 +238,67 @@ class Config:
         values = asdict(self)
         text = json.dumps([type(self).__name__, values], sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+CODE_MODULES = ("__main__", "utils.methods", "utils.models")  # where the methods' code lives
+
+
+def _shape(obj) -> str:
+    """``obj``'s source as a syntax tree without docstrings (comments and formatting never count),
+    or, where the source cannot be read or parsed alone (a lambda inside a call), its code's
+    names and constants."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError, SyntaxError):
+        code = getattr(obj, "__code__", None)
+        return (
+            repr((code.co_names, [c for c in code.co_consts if not inspect.iscode(c)]))
+            if code
+            else ""
+        )
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def code_key(*objects) -> str:
+    """Eight hex digits that change when the code of ``objects`` (functions, classes, configs)
+    changes: their source, and that of every function and class of the chapters' code
+    (:data:`CODE_MODULES`) they use, directly or through the functions they use, the functions
+    in their closures (an inner loop handed to a trainer) included. Docstrings, comments and
+    formatting do not count. A result saved with another key was made by other code."""
+    seen, shapes, todo = set(), [], list(objects)
+    while todo:
+        obj = todo.pop()
+        if isinstance(obj, Config):
+            obj = type(obj)
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or id(obj) in seen:
+            continue
+        if obj.__module__ not in CODE_MODULES:
+            continue
+        seen.add(id(obj))
+        shapes.append(f"{obj.__qualname__}:{_shape(obj)}")
+        members = [obj] if inspect.isfunction(obj) else list(vars(obj).values())
+        for f in members:
+            f = getattr(f, "__func__", f)
+            if not inspect.isfunction(f):
+                continue
+            todo += [c.cell_contents for c in f.__closure__ or () if _filled(c)]
+            todo += list(vars(f).values())  # attributes (ProtoMAML's ``then``)
+            codes = [f.__code__]
+            while codes:
+                code = codes.pop()
+                todo += [f.__globals__[n] for n in code.co_names if n in f.__globals__]
+                codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return hashlib.sha256("\n".join(sorted(shapes)).encode()).hexdigest()[:8]
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return True

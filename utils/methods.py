@@ -871,9 +871,8 @@ register(
 # --- from chapters/07_maml.ipynb -----------------------------------------------
 def maml_conv4(n_way=5, hidden=64):
     """Conv-4 and a linear layer to ``n_way`` classes, with batch norm that always uses the
-    statistics of the current batch (no running statistics: MAML's transductive batch norm).
-    Its weights are in the standard layout: MAML's second-order backward runs slower in the
-    channels-last layout that Conv-4 has elsewhere in the book (``make bench`` compares them)."""
+    statistics of the current batch (no running statistics, as in MAML's paper). Its weights
+    are in the standard layout, where MAML's second-order backward runs fastest."""
     model = nn.Sequential(conv4(1, hidden), nn.Linear(hidden, n_way))
     model = model.to(memory_format=torch.contiguous_format)
     for m in model.modules():
@@ -883,14 +882,13 @@ def maml_conv4(n_way=5, hidden=64):
     return model
 
 
-def maml_adapt(model, params, buffers, x, y, steps, lr, first_order=False, loss_fn=None):
-    """``steps`` gradient steps of size ``lr`` on ``loss_fn(model(x), y)`` (cross-entropy by
-    default) from the weights ``params`` (a dict name -> tensor), run with
-    ``functional_call``; returns the adapted weights as a new dict. Second order unless
-    ``first_order``: the steps stay differentiable with respect to ``params``."""
-    loss_fn = loss_fn or F.cross_entropy
+def maml_adapt(model, params, buffers, x, y, steps, lr, first_order=False):
+    """``steps`` gradient steps of size ``lr`` on the cross-entropy of ``model(x)`` against
+    ``y``, from the weights ``params`` (a dict name -> tensor), run with ``functional_call``;
+    returns the adapted weights as a new dict. Second order unless ``first_order``: the steps
+    stay differentiable with respect to ``params``."""
     for _ in range(steps):
-        loss = loss_fn(functional_call(model, (params, buffers), (x,)), y)
+        loss = F.cross_entropy(functional_call(model, (params, buffers), (x,)), y)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
         params = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
     return params
@@ -970,86 +968,6 @@ def train_maml(S, config=MAMLConfig(), adapt=None):
     return train_steps(S, build, meta_loss, batches, c.meta_lr, desc=desc)
 
 
-def maml_test_steps(model, S, config=MAMLConfig(), k_shot=1, adapt=None):
-    """The number of test-time steps for ``model`` (trained with ``config``) on 5-way
-    ``k_shot``-shot tasks: the fewest of the config's ``test_step_choices`` whose accuracy on such
-    episodes of the validation classes is within the 95 % interval of the best (50 episodes at
-    the quick budget, 200 at the full), adapting with :func:`maml_adapt` or ``adapt`` with steps
-    of the config's ``inner_lr``, batch norm with the support set's statistics (the default,
-    non-transductive test). Returns ``(steps, {steps: Accuracy})``."""
-    c = config.at(S.budget)
-    return choose_steps_on_validation(  # every count scored along one adaptation per episode
-        maml_along(model, c.inner_lr, adapt),
-        c.test_step_choices,
-        S.pick(quick=50, full=200),
-        S.device,
-        k_shot=k_shot,
-    )
-
-
-MAML_FIXED_CHOICES = (4, 3, 2, 0)  # conv blocks kept fixed at test time, the cheapest first
-
-
-def _part(weights, prefix):
-    """The entries of ``weights`` (a dict name -> tensor) under ``prefix``, renamed without it."""
-    return {n[len(prefix) :]: w for n, w in weights.items() if n.startswith(prefix)}
-
-
-def maml_adapt_fixing(blocks):
-    """An inner loop with the arguments of :func:`maml_adapt` that keeps the first ``blocks`` of
-    the four conv blocks of :func:`maml_conv4` as they are and takes its steps on the other
-    blocks and the head alone: the fixed blocks embed ``x`` once, and each step runs forward
-    and backward through the rest. ``blocks=0`` is :func:`maml_adapt` itself; 4 adapts the
-    head alone (chapter 9's ANIL)."""
-    if blocks not in range(5):
-        raise ValueError(f"blocks must be 0 to 4 (Conv-4 has four conv blocks), got {blocks!r}")
-    if blocks == 0:
-        return maml_adapt
-
-    def stage(model, i, weights, h):  # conv block i of the body, or (i = 4) the head
-        if i < 4:
-            return functional_call(model[0][i], _part(weights, f"0.{i}."), (h,))
-        return functional_call(model[1], _part(weights, "1."), (h.flatten(1),))
-
-    def adapt(model, params, buffers, x, y, steps, lr, first_order=False):
-        weights = params | buffers
-        for i in range(blocks):
-            x = stage(model, i, weights, x)
-        fixed = tuple(f"0.{i}." for i in range(blocks))
-        moving = {n: p for n, p in params.items() if not n.startswith(fixed)}
-        for _ in range(steps):
-            h, weights = x, moving | buffers
-            for i in range(blocks, 5):
-                h = stage(model, i, weights, h)
-            grads = torch.autograd.grad(
-                F.cross_entropy(h, y), list(moving.values()), create_graph=not first_order
-            )
-            moving = {n: p - lr * g for (n, p), g in zip(moving.items(), grads)}
-        return params | moving
-
-    adapt.__name__ = f"maml_adapt_fixing_{blocks}"
-    return adapt
-
-
-def maml_test_fixed(model, S, steps, config=MAMLConfig(), k_shot=1, every_layer=None):
-    """How many of the first conv blocks stay fixed when ``model`` (trained with ``config``)
-    adapts with ``steps`` test-time steps on 5-way ``k_shot``-shot tasks: of
-    :data:`MAML_FIXED_CHOICES`, the most whose accuracy on validation episodes is within the
-    95 % interval of the best (the episodes and rule of :func:`maml_test_steps`), adapting with
-    :func:`maml_adapt_fixing`. ``every_layer``: the accuracy of 0 blocks fixed when
-    :func:`maml_test_steps` measured it (its ``scores[steps]``: the same adaptation of the same
-    episodes), not measured again. Returns ``(blocks, {blocks: Accuracy})``."""
-    c = config.at(S.budget)
-    return choose_on_validation(
-        lambda blocks: classifier_maml(model, steps, c.inner_lr, maml_adapt_fixing(blocks)),
-        MAML_FIXED_CHOICES,
-        S.pick(quick=50, full=200),
-        S.device,
-        k_shot=k_shot,
-        scored=None if every_layer is None else {0: every_layer},
-    )
-
-
 BATCH_STATISTICS = ("support", "queries")  # what batch norm normalises the query images with
 
 
@@ -1078,22 +996,34 @@ def support_statistics_forward(model, params, support, query=None):
 
 
 def maml_query_scores(model, params, buffers, support, query, statistics="support"):
-    """The adapted model's scores of the query images, batch norm normalising them with the
-    ``statistics`` of the ``"support"`` images (non-transductive, the book's default:
-    :func:`support_statistics_forward`) or of the ``"queries"`` themselves, all in one batch
-    (transductive, as in MAML's paper). Without gradients the convolutions run faster in the
-    channels-last layout (about twice, on a CPU, with pooling and batch norm after them), so this
-    pass takes the weights in it; the scores are the same up to rounding."""
+    """The adapted model's scores of the query images, without gradients, batch norm
+    normalising them with the ``statistics`` of the ``"support"`` images (each query image on
+    its own: :func:`support_statistics_forward`) or of the ``"queries"`` themselves, all in one
+    batch (transductive, as MAML's paper tests)."""
     if statistics not in BATCH_STATISTICS:
         raise ValueError(f"statistics must be one of {BATCH_STATISTICS}, got {statistics!r}")
     with torch.no_grad():
-        params = {  # the layout alone changes: strides, not numbers
-            n: p.clone(memory_format=torch.channels_last) if p.dim() == 4 else p
-            for n, p in params.items()
-        }
         if statistics == "queries":
             return functional_call(model, (params, buffers), (query,))
         return support_statistics_forward(model, params | buffers, support, query)
+
+
+def classifier_maml(model, steps, lr, adapt=None, statistics="support"):
+    """``classify(support, support_labels, query)``: adapt a copy of the model's weights with
+    ``steps`` gradient steps of size ``lr`` on the support set (with :func:`maml_adapt`, or
+    ``adapt``), then score the query images with batch norm using the ``statistics`` of the
+    ``"support"`` set (non-transductive) or of the ``"queries"`` (transductive, as in MAML's
+    paper): :func:`maml_query_scores`."""
+
+    def classify(support, support_labels, query):
+        params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+        buffers = dict(model.named_buffers())
+        adapted = (adapt or maml_adapt)(
+            model, params, buffers, support, support_labels, steps, lr, first_order=True
+        )  # no meta-gradient needed at test time
+        return maml_query_scores(model, adapted, buffers, support, query, statistics)
+
+    return classify
 
 
 def maml_along(model, lr, adapt=None, statistics="support"):
@@ -1119,52 +1049,39 @@ def maml_along(model, lr, adapt=None, statistics="support"):
     return along
 
 
-def classifier_maml(model, steps, lr, adapt=None, statistics="support"):
-    """``classify(support, support_labels, query)``: adapt a copy of the model's weights with
-    ``steps`` gradient steps of size ``lr`` on the support set (with :func:`maml_adapt`, or
-    ``adapt``), then score the query images with batch norm using the ``statistics`` of the
-    ``"support"`` set (non-transductive) or of the ``"queries"`` (transductive, as in MAML's
-    paper): :func:`maml_query_scores`."""
-
-    def classify(support, support_labels, query):
-        params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
-        buffers = dict(model.named_buffers())
-        adapted = (adapt or maml_adapt)(
-            model, params, buffers, support, support_labels, steps, lr, first_order=True
-        )  # no meta-gradient needed at test time
-        return maml_query_scores(model, adapted, buffers, support, query, statistics)
-
-    return classify
+def maml_test_steps(model, S, config=MAMLConfig(), k_shot=1, adapt=None):
+    """The number of test-time steps for ``model`` (trained with ``config``) on 5-way
+    ``k_shot``-shot tasks: of the config's ``test_step_choices``, the most accurate on episodes
+    of the validation classes (100 at the quick budget, 400 at the full; the fewer steps on a
+    tie), adapting with :func:`maml_adapt` or ``adapt`` with steps of the config's
+    ``inner_lr``, batch norm with the support set's statistics. Returns ``(steps, {steps:
+    Accuracy})``."""
+    c = config.at(S.budget)
+    _, scores = choose_steps_on_validation(  # every count scored along one adaptation
+        maml_along(model, c.inner_lr, adapt),
+        c.test_step_choices,
+        S.pick(quick=100, full=400),
+        S.device,
+        k_shot=k_shot,
+    )
+    return max(sorted(scores), key=lambda k: scores[k].mean), scores
 
 
 def maml_registry_classifier(config=MAMLConfig(), adapt=None, statistics="support"):
     """The registry's classifier of a model meta-trained with ``config`` (and ``adapt``):
-    ``classifier(model, S, setting, choices)`` adapts with :func:`classifier_maml`, with the
-    test-time steps chosen on validation (:func:`maml_test_steps`, kept in ``choices`` under
-    ``"test steps, <setting>"``; chosen non-transductively, whatever ``statistics``) and the
-    config's ``inner_lr``; batch norm with the ``statistics`` of the support set or queries.
-    Without ``adapt`` (MAML, FOMAML), the first conv blocks that stay fixed are chosen on
-    validation too (:func:`maml_test_fixed`, kept under ``"test fixed blocks, <setting>"``)."""
+    ``classifier(model, S, setting, choices)`` is :func:`classifier_maml` with the config's
+    ``inner_lr`` and the test-time steps chosen on validation (:func:`maml_test_steps`, kept in
+    ``choices`` under ``"test steps, <setting>"``; chosen with the support set's statistics,
+    whatever ``statistics``)."""
 
     def classifier(model, S, setting, choices):
         k_shot = SETTINGS[setting][1]
-        scores = {}  # {steps: Accuracy} when the steps are chosen now, not loaded
-
-        def choose_steps():
-            steps, found = maml_test_steps(model, S, config, k_shot, adapt)
-            scores.update(found)
-            return steps
-
-        steps = chosen(choices, f"test steps, {setting}", choose_steps)
-        inner = adapt
-        if adapt is None:
-            blocks = chosen(
-                choices,
-                f"test fixed blocks, {setting}",
-                lambda: maml_test_fixed(model, S, steps, config, k_shot, scores.get(steps))[0],
-            )
-            inner = maml_adapt_fixing(blocks)
-        return classifier_maml(model, steps, config.at(S.budget).inner_lr, inner, statistics)
+        steps = chosen(
+            choices,
+            f"test steps, {setting}",
+            lambda: maml_test_steps(model, S, config, k_shot, adapt)[0],
+        )
+        return classifier_maml(model, steps, config.at(S.budget).inner_lr, adapt, statistics)
 
     return classifier
 
@@ -1451,6 +1368,11 @@ def linear_cka(x, y):
     y = y.flatten(1) - y.flatten(1).mean(0)
     kx, ky = x @ x.T, y @ y.T
     return float((kx * ky).sum() / (kx.norm() * ky.norm()))
+
+
+def _part(weights, prefix):
+    """The entries of ``weights`` (a dict name -> tensor) under ``prefix``, renamed without it."""
+    return {n[len(prefix) :]: w for n, w in weights.items() if n.startswith(prefix)}
 
 
 def layer_outputs(model, params, x):

@@ -10,18 +10,10 @@ from torch import nn
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Sequential:
-    """3x3 convolution, batch norm, ReLU and (by default) 2x2 max-pooling.
-
-    With pooling, the block pools before its ReLU, the ReLU then works on a quarter of the values:
-    the same outputs and gradients as the papers' order, bit for bit (a ReLU keeps the order of
-    its inputs, so the maximum of four ReLUs is the ReLU of their maximum, and the gradient
-    reaches the same input); second-order gradients (MAML's) add the same terms in another
-    order, so they agree up to rounding.
-
-    Its convolution weights are stored channels-last (``torch.channels_last``): the convolutions
-    then compute in that layout, which trains Conv-4 faster on a CPU (both measured ratios are in
-    the book's page "What it costs", from ``make bench``). The results are the same up to
-    rounding; ``model.to(memory_format=torch.contiguous_format)`` undoes it."""
+    """3x3 convolution, batch norm, 2x2 max-pooling (by default) and ReLU: pooling before the
+    ReLU gives the papers' outputs (the maximum of four ReLUs is the ReLU of the maximum) with
+    the ReLU on a quarter of the values. The weights are stored channels-last, the layout in
+    which a CPU runs these convolutions fastest."""
     layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels)]
     layers += [nn.MaxPool2d(2), nn.ReLU()] if pool else [nn.ReLU()]
     return nn.Sequential(*layers).to(memory_format=torch.channels_last)

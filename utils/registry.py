@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import Config, Setup
+from .config import Config, Setup, code_key
 from .episodes import fixed_test_episodes
 from .evaluate import SETTINGS, Accuracy, evaluate
 from .train import load_run, save_run, train_or_load
@@ -83,6 +83,15 @@ METHODS: dict[str, Method] = {}  # name -> method, in the order the chapters reg
 RECORD_PROTOCOL = "non-transductive"
 
 
+def method_code(method: Method) -> str:
+    """The key of ``method``'s code (:func:`utils.config.code_key`): its trainer, model,
+    classifiers and settings, and the chapters' code they use. A result saved with another key
+    was made by other code, and is measured again rather than shown."""
+    return code_key(
+        method.train, method.build, method.classifier, method.transductive, method.config
+    )
+
+
 def register(method: Method) -> Method:
     """Add ``method`` to :data:`METHODS` (again under its name, when a cell runs twice)."""
     METHODS[method.name] = method
@@ -113,17 +122,25 @@ def save_record(
     name, config = _record(method)
     per_episode = {s: a.per_episode for s, a in results.items()}
     save_run(
-        name, setup, config, results=per_episode, choices=choices or {}, protocol=RECORD_PROTOCOL
+        name,
+        setup,
+        config,
+        results=per_episode,
+        choices=choices or {},
+        protocol=RECORD_PROTOCOL,
+        code=method_code(METHODS[method] if isinstance(method, str) else method),
     )
 
 
 def load_record(method: Method | str, setup: Setup) -> dict:
     """What :func:`save_record` saved for ``method`` with this budget, seed and config:
     ``{"results": {setting: Accuracy}, "choices": {...}}``, empty when nothing was saved, or
-    when it was saved under another :data:`RECORD_PROTOCOL` (it is then measured again)."""
+    when it was saved under another :data:`RECORD_PROTOCOL` or by other code (:func:`method_code`):
+    it is then measured again."""
     name, config = _record(method)
     run = load_run(name, setup, config) or {}
-    if run.get("protocol") != RECORD_PROTOCOL:
+    m = METHODS[method] if isinstance(method, str) else method
+    if run.get("protocol") != RECORD_PROTOCOL or run.get("code") != method_code(m):
         run = {}
     results = {s: Accuracy(np.asarray(r)) for s, r in run.get("results", {}).items()}
     return {"results": results, "choices": run.get("choices", {})}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, Setup, cache_dir
+from .config import Config, Setup, cache_dir, code_key
 
 
 class History(dict):
@@ -358,7 +358,6 @@ def load_run(name: str, setup: Setup, config: Config | None = None) -> dict | No
     return _plain(run)
 
 
-RUN_KEYS = ("history", "seconds", "device", "threads", "peak_mb")  # what a trained run holds
 PROBE_STEPS = 3  # full-budget steps measured on a GPU before a quick run
 
 
@@ -387,20 +386,19 @@ def train_or_load(
     """``train(setup, config)`` (which returns ``(model, history)``) and save the weights, the
     history (with its device, CPU threads and its loop's peak memory) and the config as run
     ``name``; or, when this budget, seed and config were trained before, ``build()`` the model
-    and load them instead, onto ``setup.device``. ``$FEWSHOT_RETRAIN=1`` trains anyway. While
+    and load them instead, onto ``setup.device``, unless the code of ``train``, ``build`` and
+    ``config`` changed since (:func:`utils.config.code_key`, saved with the run): then it trains
+    again. ``$FEWSHOT_RETRAIN=1`` trains anyway. While
     it trains, the loop saves a checkpoint beside the run's file every minute
     (:func:`checkpointing`): a training stopped midway continues from it when called again. A
     saved run whose weights do not fit ``build()``'s model is refused with a ``RuntimeError``
     that says what to do. Returns ``(model, history)``."""
-    path = run_path(name, setup, config)
+    path, code = run_path(name, setup, config), code_key(train, build, config)
     run = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(name, setup, config)
+    if run is not None and "model" in run and run.get("code") != code:
+        print(f"{name}: the run in {path} was trained by other code than this; training again")
+        run = None
     if run is not None and "model" in run:
-        missing = [k for k in RUN_KEYS if k not in run]
-        if missing:
-            raise RuntimeError(
-                f"{path} holds weights but no {', '.join(missing)} (a run of another version of "
-                f"the book): {REDO}"
-            )
         model = build().to(setup.device)
         try:
             model.load_state_dict(run["model"])
@@ -443,6 +441,7 @@ def train_or_load(
         peak_mb=history.peak_mb,
         device=history.device,
         threads=history.threads,
+        code=code,
     )
     checkpoint.unlink(missing_ok=True)
     return model, history
