@@ -137,6 +137,7 @@ def main(argv=None) -> dict:
         "test": f"{TEST_EPISODES} fixed test episodes per setting",
         "protocol": "non-transductive",
     }
+    made = provenance("curves", sys.argv[1:] if argv is None else argv, S.device)  # the start's
     weights = out.parent / "weights"
     shared: dict = {}  # (run, multiple) -> (model, history): a run that several methods share
     for name in names:
@@ -148,7 +149,7 @@ def main(argv=None) -> dict:
             entry, shared[key] = point(method, S, m, shared.get(key))
             points.append(entry)
             result["methods"][name] = {
-                **provenance("curves", sys.argv[1:] if argv is None else argv, S.device),
+                **made,
                 "seconds": round(time.perf_counter() - start),
                 "points": points,
             }
