@@ -159,3 +159,20 @@ def test_paired_difference():
     assert d == pytest.approx(100 * mean) and h == pytest.approx(100 * half)
     with pytest.raises(ValueError, match="same episodes, got 4 and 3"):
         paired_difference(a, Accuracy(np.array([0.1, 0.2, 0.3])))
+
+
+def test_compare_says_which_is_better_or_that_no_difference_shows():
+    from utils.evaluate import Accuracy, compare
+
+    a = Accuracy(np.array([1.0, 0.9, 1.0, 0.8, 1.0, 0.9]))
+    worse = Accuracy(a.per_episode - 0.1)  # 10 points lower on every episode: interval 0
+    assert compare(a, worse, "A", "B") == (
+        "A - B: +10.0 ± 0.0 points (paired, 6 episodes): A is better"
+    )
+    assert compare(worse, a, "B", "A").endswith("A is better")
+    noisy = Accuracy(a.per_episode + np.array([0.1, -0.1, 0.0, 0.1, -0.1, 0.0]))
+    assert compare(noisy, a).endswith("no difference shows at this number of episodes")
+    # episodes of two kinds: the intervals combined
+    short = Accuracy(np.array([0.2, 0.3]))
+    text = compare(a, short, "A", "C", paired=False)
+    assert "(6 and 2 episodes)" in text and text.endswith("A is better")

@@ -85,6 +85,28 @@ def paired_difference(a: Accuracy, b: Accuracy) -> tuple[float, float]:
     return 100 * mean, 100 * half
 
 
+def compare(
+    a: Accuracy, b: Accuracy, name_a: str = "a", name_b: str = "b", paired: bool = True
+) -> str:
+    """What two accuracies show, in one sentence: the difference ``a - b`` in points with its
+    95 % interval, and the verdict: one is better, or no difference shows. ``paired``: both
+    were measured on the same episodes, compared episode by episode
+    (:func:`paired_difference`); else (episodes of two kinds) the two intervals combine."""
+    if paired:
+        d, half = paired_difference(a, b)
+        how = f"paired, {len(a.per_episode)} episodes"
+    else:
+        d, half = a.mean - b.mean, float(np.hypot(a.ci95, b.ci95))
+        how = f"{len(a.per_episode)} and {len(b.per_episode)} episodes"
+    if d - half > 0:
+        verdict = f"{name_a} is better"
+    elif d + half < 0:
+        verdict = f"{name_b} is better"
+    else:
+        verdict = "no difference shows at this number of episodes"
+    return f"{name_a} - {name_b}: {d:+.1f} ± {half:.1f} points ({how}): {verdict}"
+
+
 def _episode_accuracy(pred, ep: Episode) -> float:
     """The fraction of ``ep``'s query images that ``pred`` classifies right: class scores
     ``[N*Q, N]`` (their argmax) or labels ``[N*Q]``; any other output (scores for the wrong

@@ -1718,6 +1718,7 @@ register(
         config=DAGANConfig(),
         train=train_dagan,
         build=DAGANGenerator,
+        uses=("ProtoNet",),  # chapter 5's trained network classifies
         cite="antoniou2017dagan",
     )
 )

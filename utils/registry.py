@@ -40,7 +40,10 @@ class Method:
     ``run``, ``config``, ``train`` and ``build`` name the trained model (all ``None`` for a
     method that learns nothing); methods that share one trained model (the classifiers on
     chapter 2's backbone) name the same run and config. ``paper`` holds the published
-    accuracies, from the paper ``cite`` (its bibliography key) at ``source`` (its table)."""
+    accuracies, from the paper ``cite`` (its bibliography key) at ``source`` (its table).
+    ``uses`` names the methods whose trained models it classifies with besides its own run
+    (chapter 10's DAGAN copies, classified by chapter 5's network): their training is part of
+    its cost."""
 
     name: str
     chapter: str
@@ -58,6 +61,7 @@ class Method:
     paper_transductive: bool = False  # the published numbers are transductive
     cite: str = ""  # the paper's key in book/references.bib
     source: str = ""  # where in the paper: "Snell et al. 2017, Table 1"
+    uses: tuple = ()  # registered methods whose trained models it uses too (their cost is its)
 
     def __post_init__(self):
         unknown = [s for s in self.settings if s not in SETTINGS]
