@@ -104,3 +104,24 @@ def book_runs() -> dict:
     background = M.ProtoNetConfig(classes="background")
     runs["protonet-background"] = (M.train_protonet, background, M.protonet_embedding)
     return runs
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread for the test: with several, some CPU kernels sum in an order that varies
+    from call to call; one thread sums in one order, so a test's checks repeat exactly."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_episode(n_way=3, k_shot=2, n_query=2, seed=1):
+    """``(support, support_labels, query)`` of random 28x28 images, labels ``0..n_way-1``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n_way * (k_shot + n_query), 1, 28, 28, generator=g)
+    return x[: n_way * k_shot], torch.arange(n_way).repeat_interleave(k_shot), x[n_way * k_shot :]

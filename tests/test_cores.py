@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import random_episode
 from utils import methods as M
 from utils.episodes import Episode
 
@@ -42,13 +43,7 @@ def sp(x):
     return math.log1p(math.exp(x))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One CPU thread: the checks are tiny, and one summation order keeps them repeatable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny checks, one summation order
 
 
 # --- chapter 5: prototypical networks ---------------------------------------------------------
@@ -745,12 +740,6 @@ def test_classifier_matching_gives_the_models_scores_and_runs_a_subclass_as_writ
     close(uniform, torch.full((6, 2), 0.5).log())
 
 
-def tiny_episode(n_way=3, k_shot=2, n_query=2):
-    torch.manual_seed(1)
-    support, query = torch.rand(n_way * k_shot, 1, 28, 28), torch.rand(n_way * n_query, 1, 28, 28)
-    return support, torch.arange(n_way).repeat_interleave(k_shot), query
-
-
 @pytest.mark.parametrize(
     "adapt",
     [None, M.anil_adapt, M.protomaml_adapt],
@@ -762,7 +751,7 @@ def test_scores_along_one_adaptation_are_those_of_each_count_alone(adapt):
     once, then its steps go on as MAML's: ``protomaml_adapt.then``)."""
     torch.manual_seed(0)
     model = M.maml_conv4(3)
-    support, labels, query = tiny_episode()
+    support, labels, query = random_episode()
     along = M.maml_along(model, 0.4, adapt)(support, labels, query, (0, 1, 3))
     for k, scores in along.items():
         close(scores, M.classifier_maml(model, k, 0.4, adapt)(support, labels, query))
@@ -771,7 +760,7 @@ def test_scores_along_one_adaptation_are_those_of_each_count_alone(adapt):
 def test_reptile_scores_along_one_adaptation_are_those_of_each_count_alone():
     torch.manual_seed(0)
     model = M.reptile_model(3, 8)
-    support, labels, query = tiny_episode()
+    support, labels, query = random_episode()
     along = M.reptile_along(model, 0.01)(support, labels, query, (1, 3, 5))
     for k, scores in along.items():  # minibatches of the whole support set, in another order
         expected = M.classifier_reptile(model, k, 0.01)(support, labels, query)
@@ -786,7 +775,7 @@ def test_support_statistics_scores_each_query_image_on_its_own(build):
     torch.manual_seed(0)
     model = build().train()
     params = dict(model.named_parameters())
-    support, _, query = tiny_episode()
+    support, _, query = random_episode()
     scores = M.support_statistics_forward(model, params, support, query)
     with torch.no_grad():
         close(M.support_statistics_forward(model, params, support, query[:1]), scores[:1])
@@ -828,7 +817,7 @@ def test_maml_batch_loss_is_the_loop_over_the_tasks(first_order):
 
 def test_the_batch_statistics_of_a_test_are_named_or_refused():
     """MAML's and Reptile's classifiers refuse an unknown ``statistics`` naming the allowed."""
-    support, labels, query = tiny_episode()
+    support, labels, query = random_episode()
     with pytest.raises(ValueError, match="support.*queries"):
         M.classifier_maml(M.maml_conv4(3), 1, 0.4, statistics="query")(support, labels, query)
     with pytest.raises(ValueError, match="support \\+ one query"):

@@ -134,20 +134,25 @@ def test_choose_on_validation_keeps_the_choices_scored_before(real):
 
 
 def test_choosing_steps_along_one_adaptation_is_choosing_each_alone(real):
-    """choose_steps_on_validation (one adaptation per episode, scored after each count) gives
-    the scores and the choice of choose_on_validation (an adaptation per count)."""
-    from utils import methods as M
+    """choose_steps_on_validation (one call per episode, scored after each count) gives the
+    scores and the choice of choose_on_validation (a classifier per count), on the same
+    validation episodes: here a toy rule whose "steps" blur the pixels' nearest class mean."""
     from utils.evaluate import choose_on_validation, choose_steps_on_validation
+    from utils.methods import pixel_nearest_class_mean
 
-    torch.manual_seed(0)
-    model = M.maml_conv4(5)
-    one = choose_steps_on_validation(M.maml_along(model, 0.4), (0, 1, 2), n_episodes=3)
-    each = choose_on_validation(lambda k: M.classifier_maml(model, k, 0.4), (0, 1, 2), 3)
+    def after(k, support, labels, query):
+        return pixel_nearest_class_mean(support + k * 0.3, labels, query)
+
+    def along(support, labels, query, steps):
+        return {k: after(k, support, labels, query) for k in steps}
+
+    one = choose_steps_on_validation(along, (0, 1, 2), n_episodes=3)
+    each = choose_on_validation(lambda k: lambda *ep: after(k, *ep), (0, 1, 2), 3)
     assert one[0] == each[0] and list(one[1]) == list(each[1]) == [0, 1, 2]
     for k in (0, 1, 2):
         assert one[1][k].per_episode.tolist() == each[1][k].per_episode.tolist()
     with pytest.raises(ValueError, match="numbers of steps"):
-        choose_steps_on_validation(M.maml_along(model, 0.4), (-1, 2), n_episodes=2)
+        choose_steps_on_validation(along, (-1, 2), n_episodes=2)
 
 
 def test_paired_difference():

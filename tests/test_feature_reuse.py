@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from conftest import random_episode
 from utils import methods as M
 
 
@@ -30,10 +31,7 @@ def test_part_selects_and_renames():
 
 
 def episode(n_way=5, k_shot=1, n_query=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n_way * (k_shot + n_query), 1, 28, 28, generator=g)
-    labels = torch.arange(n_way)
-    return x[: n_way * k_shot], labels.repeat_interleave(k_shot), x[n_way * k_shot :]
+    return random_episode(n_way, k_shot, n_query, seed)
 
 
 def test_layer_outputs_end_with_the_models_output():

@@ -21,18 +21,6 @@ def tiny(name):
     return train(S, replace(config, steps=2))[0]
 
 
-@pytest.fixture
-def one_thread():
-    """One CPU thread: with several, some CPU kernels (the Siamese net's, here) sum in an order
-    that varies from call to call, and Adam's first steps, about ``lr`` whatever the gradient's
-    size, turn those last-bit differences into visible ones. One thread sums in one order, so
-    any difference left comes from the random state, which is what this test is about."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", RUNS)
 def test_training_ignores_the_global_random_state(name, real, one_thread):
     weights = []
