@@ -244,9 +244,9 @@ CODE_MODULES = ("__main__", "utils.methods", "utils.models")  # where the method
 
 
 def _shape(obj) -> str:
-    """``obj``'s source as a syntax tree without docstrings (comments and formatting never count),
-    or, where the source cannot be read or parsed alone (a lambda inside a call), its code's
-    names and constants."""
+    """``obj``'s source without docstrings, comments or formatting (parsed, then written out
+    again: the same text under every Python that reads it), or, where the source cannot be read
+    or parsed alone (a lambda inside a call), its code's names and constants."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
     except (OSError, TypeError, SyntaxError):
@@ -261,7 +261,7 @@ def _shape(obj) -> str:
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
             if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    return ast.unparse(tree)
 
 
 def code_key(*objects) -> str:
