@@ -108,31 +108,6 @@ def test_choose_on_validation_takes_the_first_choice_as_good_as_the_best(real):
         choose_on_validation(make, [], n_episodes=2)
 
 
-def test_choose_on_validation_keeps_the_choices_scored_before(real):
-    """A choice in ``scored`` keeps its accuracy and costs no classifier; the choice is the one
-    that scoring it again gives."""
-    from utils.evaluate import choose_on_validation
-
-    made = []
-
-    def make(noise):
-        made.append(noise)
-        return lambda s, sl, q: torch.randn(
-            len(q), 5, generator=torch.Generator().manual_seed(noise)
-        )
-
-    again = choose_on_validation(make, [1, 2, 3], n_episodes=4)
-    kept = choose_on_validation(make, [1, 2, 3], n_episodes=4, scored={2: again[1][2]})
-    assert made == [1, 2, 3, 1, 3] and kept[0] == again[0]
-    assert [a.per_episode.tolist() for a in kept[1].values()] == [
-        a.per_episode.tolist() for a in again[1].values()
-    ]
-    with pytest.raises(ValueError, match="choices of"):
-        choose_on_validation(make, [1, 2], n_episodes=4, scored={5: again[1][2]})
-    with pytest.raises(ValueError, match="on 4"):
-        choose_on_validation(make, [1, 2], n_episodes=3, scored={2: again[1][2]})
-
-
 def test_choosing_steps_along_one_adaptation_is_choosing_each_alone(real):
     """choose_steps_on_validation (one call per episode, scored after each count) gives the
     scores and the choice of choose_on_validation (a classifier per count), on the same

@@ -203,31 +203,19 @@ def choose_on_validation(
     n_way: int = 5,
     k_shot: int = 1,
     n_query: int = N_QUERY,
-    scored: dict | None = None,
 ):
     """Choose a test-time setting (adaptation steps, say) on the validation classes, never on
     the test episodes: ``make_classifier(choice)`` gives a classify function, scored on the
     same ``n_episodes`` ``n_way``-way ``k_shot``-shot episodes of the ``val`` split, unrotated
     as the test classes are. Of the choices whose accuracy is within the 95 % interval of the
-    best one's, the first is chosen: list the cheapest first. ``scored``: ``{choice:
-    Accuracy}`` of choices already scored on these episodes (by
-    :func:`choose_steps_on_validation`, say), kept and not scored again. Returns ``(choice,
-    {choice: Accuracy})``."""
-    choices, scored = list(choices), dict(scored or {})
+    best one's, the first is chosen: list the cheapest first. Returns ``(choice, {choice:
+    Accuracy})``."""
+    choices = list(choices)
     if not choices:
         raise ValueError("choose_on_validation needs at least one choice, got none")
-    for c, a in scored.items():
-        if c not in choices or len(a.per_episode) != n_episodes:
-            raise ValueError(
-                f"scored must hold choices of {choices} scored on {n_episodes} episodes, got "
-                f"{c!r} on {len(a.per_episode)}"
-            )
     episodes = _validation_episodes(n_way, k_shot, n_query, n_episodes)
     scores = {
-        c: scored[c]
-        if c in scored
-        else evaluate(make_classifier(c), episodes, device, desc=f"validation: {c}")
-        for c in choices
+        c: evaluate(make_classifier(c), episodes, device, desc=f"validation: {c}") for c in choices
     }
     return _fewest_within_best(choices, scores), scores
 
