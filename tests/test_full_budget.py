@@ -143,10 +143,6 @@ def runs(real, tmp_path_factory, request):
 # --- the test ------------------------------------------------------------------------------------
 
 
-def _not_again(S, config):
-    raise AssertionError("train_or_load trained again instead of loading the run it had just saved")
-
-
 @pytest.mark.parametrize("name", RUNS)
 def test_full_budget_trains_saves_and_loads(name, runs, monkeypatch, record_property):
     train, config, build = RUNS[name]
@@ -170,7 +166,9 @@ def test_full_budget_trains_saves_and_loads(name, runs, monkeypatch, record_prop
         torch.isfinite(v).all() for v in trained.values() if v.is_floating_point()
     )
     assert T.run_path(name, S, config).is_file(), f"{name}: no run was saved"
-    loaded, loaded_history = T.train_or_load(name, S, _not_again, config, build)
+    steps = len(record)  # the same trainer again: it must load, not train (no step taken)
+    loaded, loaded_history = T.train_or_load(name, S, train, config, build)
+    assert len(record) == steps, f"{name}: train_or_load trained again instead of loading"
     torch.testing.assert_close(loaded.state_dict(), trained, rtol=0, atol=0)
     assert dict(loaded_history) == dict(history) and loaded_history.seconds == history.seconds
 
