@@ -127,9 +127,20 @@ def _restore(obj, state) -> None:
     obj.set_state(state) if isinstance(obj, torch.Generator) else obj.load_state_dict(state)
 
 
+def _save_whole(contents, path: Path) -> None:
+    """``torch.save`` to ``path`` whole or not at all: this writer's own temporary file, then
+    ``os.replace``; an interrupted save leaves the previous file as it was."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        torch.save(contents, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _save_checkpoint(path: Path, done: int, history: dict, seconds: float, state: dict) -> None:
-    """Write the checkpoint whole or not at all (a temporary file, then ``os.replace``)."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    """Write the checkpoint whole or not at all (:func:`_save_whole`)."""
     contents = {
         "done": done,
         "history": dict(history),
@@ -137,12 +148,7 @@ def _save_checkpoint(path: Path, done: int, history: dict, seconds: float, state
         "rng": _rng_state(),
         "state": {name: _state_of(obj) for name, obj in state.items()},
     }
-    try:
-        torch.save(contents, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _save_whole(contents, path)
 
 
 def fit(
@@ -309,14 +315,7 @@ def save_run(name: str, setup: Setup, config: Config | None = None, **contents) 
             {"budget": setup.budget, "seed": setup.seed, "device": str(setup.device), **contents}
         )
     )
-    # this writer's own temporary file
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        torch.save(run, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _save_whole(run, path)
 
 
 def load_run(name: str, setup: Setup, config: Config | None = None) -> dict | None:
