@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from utils.config import Setup
+from utils.config import Setup, code_key
 from utils.train import fit, load_run, save_run, train_or_load
 
 
@@ -239,8 +239,9 @@ def test_train_or_load_continues_a_stopped_training_and_deletes_the_checkpoint(
     stopped = False
     with pytest.raises(KeyboardInterrupt):
         train_or_load("toy", s, run, toy, build)
-    checkpoint = run_path("toy", s, toy).with_name(run_path("toy", s, toy).stem + ".checkpoint.pt")
-    assert checkpoint.is_file() and not run_path("toy", s, toy).is_file()
+    (checkpoint,) = run_path("toy", s, toy).parent.glob("toy-*.checkpoint.pt")
+    assert checkpoint.name.endswith(f".{code_key()}.checkpoint.pt")  # the key of the code
+    assert not run_path("toy", s, toy).is_file()
     stopped, seen = True, []
     _, history = train_or_load("toy", s, run, toy, build)
     assert len(seen) == 4 and len(history["loss"]) == 6  # steps 3 to 6 trained now

@@ -389,7 +389,8 @@ def train_or_load(
     ``config`` changed since (:func:`utils.config.code_key`, saved with the run): then it trains
     again. ``$FEWSHOT_RETRAIN=1`` trains anyway. While
     it trains, the loop saves a checkpoint beside the run's file every minute
-    (:func:`checkpointing`): a training stopped midway continues from it when called again. A
+    (:func:`checkpointing`, named by the code's key too): a training stopped midway continues
+    from it when called again with the same code. A
     saved run whose weights do not fit ``build()``'s model is refused with a ``RuntimeError``
     that says what to do. Returns ``(model, history)``."""
     path, code = run_path(name, setup, config), code_key(train, build, config)
@@ -421,7 +422,7 @@ def train_or_load(
             f"{per_step * steps / 60:,.0f} minutes on this {setup.device.type} (measured on "
             f"{PROBE_STEPS} steps, {per_step:.3f} s each); FEWSHOT_BUDGET=full runs it"
         )
-    checkpoint = path.with_name(path.stem + ".checkpoint.pt")
+    checkpoint = path.with_name(f"{path.stem}.{code}.checkpoint.pt")  # of this code alone
     path.parent.mkdir(parents=True, exist_ok=True)
     if os.environ.get(RETRAIN_VAR) == "1":
         checkpoint.unlink(missing_ok=True)
