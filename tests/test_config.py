@@ -147,3 +147,30 @@ def test_code_key_follows_the_code_a_method_uses(tmp_path, monkeypatch):
     assert config.code_key(d.make(a.helper)) != config.code_key(d.make(c.helper))  # the closure
     monkeypatch.setattr(config, "CODE_MODULES", ())
     assert config.code_key(a.train) == config.code_key(c.train) == config.code_key()
+
+
+def test_code_key_of_a_notebooks_class_is_the_modules(tmp_path, monkeypatch):
+    """A class defined in a notebook (its source in linecache, as IPython keeps a cell's, but
+    no module file to read a class from) has the key of the same class in a module: a record
+    saved by a chapter is read by the generated module's code as its own."""
+    import importlib.util
+    import linecache
+
+    text = (
+        "from dataclasses import dataclass\n\n\n@dataclass(frozen=True)\nclass Settings:\n"
+        "    steps: int = 3\n    lr: float = 0.1\n\n    def twice(self):\n"
+        "        return 2 * self.steps\n"
+    )
+    (tmp_path / "m.py").write_text(text)
+    spec = importlib.util.spec_from_file_location("m", tmp_path / "m.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cell = "<ipython-input-1>"
+    linecache.cache[cell] = (len(text), None, text.splitlines(True), cell)
+    notebook = {"__name__": "__main__"}
+    exec(compile(text, cell, "exec"), notebook)
+    monkeypatch.setattr(config, "CODE_MODULES", ("m", "__main__"))
+    assert config.code_key(notebook["Settings"]) == config.code_key(module.Settings)
+    other = {"__name__": "__main__"}
+    exec(compile(text.replace("= 3", "= 4"), cell, "exec"), other)
+    assert config.code_key(other["Settings"]) != config.code_key(module.Settings)

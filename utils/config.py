@@ -246,7 +246,19 @@ CODE_MODULES = ("__main__", "utils.methods", "utils.models")  # where the method
 def _shape(obj) -> str:
     """``obj``'s source without docstrings, comments or formatting (parsed, then written out
     again: the same text under every Python that reads it), or, where the source cannot be read
-    or parsed alone (a lambda inside a call), its code's names and constants."""
+    or parsed alone (a lambda inside a call), its code's names and constants. A class is its
+    bases, its attributes' names and values and its own methods' shapes: the same whether it
+    was defined in a notebook (whose classes have no readable source) or in a module."""
+    if inspect.isclass(obj):
+        parts = [repr([b.__qualname__ for b in obj.__bases__])]
+        parts += sorted(vars(obj).get("__annotations__", {}))  # field names, not their types
+        for name, value in sorted(vars(obj).items()):
+            f = getattr(value, "__func__", value)
+            if inspect.isfunction(f) and not _generated(f):
+                parts.append(f"{name}:{_shape(f)}")
+            elif not name.startswith("__") and not callable(value):
+                parts.append(f"{name}={value!r}")
+        return "\n".join(parts)
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
     except (OSError, TypeError, SyntaxError):
@@ -277,7 +289,7 @@ def code_key(*objects) -> str:
             obj = type(obj)
         if not (inspect.isfunction(obj) or inspect.isclass(obj)) or id(obj) in seen:
             continue
-        if obj.__module__ not in CODE_MODULES:
+        if obj.__module__ not in CODE_MODULES or _generated(obj):
             continue
         seen.add(id(obj))
         shapes.append(f"{obj.__qualname__}:{_shape(obj)}")
@@ -294,6 +306,12 @@ def code_key(*objects) -> str:
                 todo += [f.__globals__[n] for n in code.co_names if n in f.__globals__]
                 codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
     return hashlib.sha256("\n".join(sorted(shapes)).encode()).hexdigest()[:8]
+
+
+def _generated(obj) -> bool:
+    """Whether ``obj`` is a function that code wrote at run time (a dataclass's ``__init__``):
+    not the chapters' code, and its globals differ between a notebook and a module."""
+    return inspect.isfunction(obj) and obj.__code__.co_filename == "<string>"
 
 
 def _filled(cell) -> bool:
