@@ -174,3 +174,23 @@ def test_code_key_of_a_notebooks_class_is_the_modules(tmp_path, monkeypatch):
     other = {"__name__": "__main__"}
     exec(compile(text.replace("= 3", "= 4"), cell, "exec"), other)
     assert config.code_key(other["Settings"]) != config.code_key(module.Settings)
+
+
+def test_code_key_leaves_out_what_the_standard_library_puts_in_a_class(tmp_path, monkeypatch):
+    """A dataclass's ``__repr__`` comes from dataclasses.py under Python 3.11 and reprlib.py
+    under 3.13, which also adds ``__replace__``: neither is the chapters' code, so the key is
+    the same under every Python (else Colab's 3.13 would train again the runs that CI's 3.11
+    saved). A method the chapter writes still counts."""
+    import dataclasses
+
+    namespace = {"__name__": "__main__"}
+    text = "from dataclasses import dataclass\n\n@dataclass\nclass Settings:\n    steps: int = 3\n"
+    exec(compile(text, str(tmp_path / "cell.py"), "exec"), namespace)
+    settings = namespace["Settings"]
+    monkeypatch.setattr(config, "CODE_MODULES", ("__main__",))
+    key = config.code_key(settings)
+    settings.__replace__ = dataclasses.replace  # what Python 3.13's dataclasses adds
+    settings.__repr__ = dataclasses.asdict
+    assert config.code_key(settings) == key
+    settings.twice = lambda self: 2 * self.steps  # the chapter's own code
+    assert config.code_key(settings) != key

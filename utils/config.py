@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import random
+import sysconfig
 import textwrap
 import types
 from dataclasses import asdict, dataclass, fields, replace
@@ -309,9 +310,17 @@ def code_key(*objects) -> str:
 
 
 def _generated(obj) -> bool:
-    """Whether ``obj`` is a function that code wrote at run time (a dataclass's ``__init__``):
-    not the chapters' code, and its globals differ between a notebook and a module."""
-    return inspect.isfunction(obj) and obj.__code__.co_filename == "<string>"
+    """Whether ``obj`` is a function that code wrote at run time (a dataclass's ``__init__``)
+    or that the standard library put in a class (a dataclass's ``__repr__``, Python 3.13's
+    ``__replace__``): not the chapters' code, and not the same in a notebook and a module, or
+    in two versions of Python."""
+    if not inspect.isfunction(obj):
+        return False
+    file = obj.__code__.co_filename
+    return file == "<string>" or file.startswith(_STDLIB)
+
+
+_STDLIB = sysconfig.get_path("stdlib")  # where the standard library's files are
 
 
 def _filled(cell) -> bool:
