@@ -104,7 +104,8 @@ def point(method, S, multiple: int, model_history=None) -> dict:
         "device": history.device,
         "config": config.at(S.budget).key(),
         "code": method_code(method),
-        "choices": choices,
+        # the choices that are numbers or names (steps, copies), not SimpleShot's mean feature
+        "choices": {k: v for k, v in choices.items() if isinstance(v, (int, float, str))},
         "val": val,
         "test": test,
     }
