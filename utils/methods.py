@@ -9,6 +9,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+import utils.images as images
 from dataclasses import dataclass, replace
 from torch import nn
 from torch.func import functional_call
