@@ -157,6 +157,29 @@ report = {
 """,
         "test_report",
     ),
+    "10_preprocess": (
+        "always inverts, taking every image for dark ink on light paper",
+        "ink_bright",
+        """
+border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+gray, border = 1 - gray, 1 - border
+low, high = np.median(border), gray.max()
+return np.clip((gray - low) / (high - low), 0, 1)
+""",
+        "test_ink",
+    ),
+    "11_mel_features": (
+        "spaces the filters' edges equally in hertz, not in mels",
+        "mel_filterbank",
+        """
+edges = torch.linspace(low, high, n_mels + 2, dtype=torch.float64)
+f = torch.linspace(0, rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+rising, falling = (f - left) / (centre - left), (right - f) / (right - centre)
+return torch.minimum(rising, falling).clamp(min=0).float()
+""",
+        "test_filterbank",
+    ),
 }
 
 
@@ -207,6 +230,8 @@ def test_the_assignments_are_there():
         "07_relation_scores",
         "08_reptile_outer_step",
         "09_small_study",
+        "10_preprocess",
+        "11_mel_features",
     }
     assert set(WRONG) == set(NAMES)
 

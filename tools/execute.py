@@ -54,6 +54,11 @@ NEEDS = {  # job -> the chapters whose runs or records it loads (else it would t
         "07_maml",  # MAML and its record
     },
     "10_more_data_from_less": {"05_prototypical"},
+    "13_your_own_images": {  # the trained runs it classifies the example folder with
+        "02_transfer_learning",  # SimpleShot
+        "05_prototypical",  # ProtoNet
+        "07_maml",  # MAML
+    },
 }
 # The unit tests first (a failure ends the run early), then roughly the longest first: chapter 7
 # then 9 is the longest chain; chapter 9 before 10 and 6 before 8 pack the two lanes more evenly.
@@ -61,6 +66,7 @@ NEEDS = {  # job -> the chapters whose runs or records it loads (else it would t
 ORDER = (
     UNIT,
     "07_maml",
+    "14_beyond_images",
     "02_transfer_learning",
     "05_prototypical",
     "01_few_shot_problem",
@@ -70,6 +76,7 @@ ORDER = (
     "08_reptile",
     "03_siamese",
     "04_matching",
+    "13_your_own_images",
     COLAB,
 )
 
