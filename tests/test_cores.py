@@ -696,7 +696,8 @@ def test_every_core_has_a_broken_variant():
 
 def test_relation_network_scores_every_query_against_every_class_in_0_1():
     """The whole relation network on two 28x28 support images and three queries: scores
-    ``[queries, classes]`` in [0, 1], the class map being the mean of its support maps."""
+    ``[queries, classes]`` in [0, 1], a class's score the mean of the query's scores against
+    its support maps (g reads single maps, as in training), not g on the mean of the maps."""
     torch.manual_seed(0)
     net = M.RelationNetwork()
     support, query = torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
@@ -705,8 +706,10 @@ def test_relation_network_scores_every_query_against_every_class_in_0_1():
     assert scores.shape == (3, 2)
     assert ((scores >= 0) & (scores <= 1)).all()
     z = net.embedding(torch.cat([support, query]))
-    class_maps = torch.stack([z[0], z[1:3].mean(0)])
-    close(scores, net.relation(class_maps, z[3:]))
+    every = net.relation(z[:3], z[3:])  # [queries, support images]
+    close(scores, torch.stack([every[:, 0], every[:, 1:3].mean(1)], 1))
+    mean_map = net.relation(torch.stack([z[0], z[1:3].mean(0)]), z[3:])
+    assert not torch.allclose(scores, mean_map, atol=1e-4)  # the other way to serve 5-shot
     with torch.no_grad():  # the classifier embeds each image once: the same scores
         close(
             M.classifier_relation(net)(support, labels, query), net.eval()(support, labels, query)

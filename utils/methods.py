@@ -779,7 +779,8 @@ class RelationModule(nn.Module):
 
 class RelationNetwork(nn.Module):
     """Embedding f and relation module g; ``forward(support, support_labels, query)`` gives
-    the relation scores ``[queries, N]``. A class map is the mean of its support maps."""
+    the relation scores ``[queries, N]``: a query's score for a class is the mean of its
+    scores against the class's support maps."""
 
     def __init__(self):
         super().__init__()
@@ -792,11 +793,12 @@ class RelationNetwork(nn.Module):
 
     def relate(self, z, support_labels):
         """The scores from ``z``, the feature maps of the support images then of the queries:
-        g reads each query map beside each class map."""
+        g reads each query map beside each support map, and a class's score is the mean of
+        those of its support images (with one shot, the score of its one map)."""
         zs, zq = z[: len(support_labels)], z[len(support_labels) :]
         n_way = int(support_labels.max()) + 1
-        class_maps = torch.stack([zs[support_labels == c].mean(0) for c in range(n_way)])
-        return self.relation(class_maps, zq)
+        scores = self.relation(zs, zq)  # [queries, support images]
+        return torch.stack([scores[:, support_labels == c].mean(1) for c in range(n_way)], 1)
 
 
 def relation_loss(model, episode):
