@@ -110,8 +110,9 @@ def test_choose_on_validation_takes_the_first_choice_as_good_as_the_best(real):
 
 def test_choosing_steps_along_one_adaptation_is_choosing_each_alone(real):
     """choose_steps_on_validation (one call per episode, scored after each count) gives the
-    scores and the choice of choose_on_validation (a classifier per count), on the same
-    validation episodes: here a toy rule whose "steps" blur the pixels' nearest class mean."""
+    scores of choose_on_validation (a classifier per count), on the same validation episodes,
+    and chooses the most accurate count, the fewer steps on a tie: here a toy rule whose
+    "steps" blur the pixels' nearest class mean."""
     from utils.evaluate import choose_on_validation, choose_steps_on_validation
     from utils.methods import pixel_nearest_class_mean
 
@@ -123,9 +124,14 @@ def test_choosing_steps_along_one_adaptation_is_choosing_each_alone(real):
 
     one = choose_steps_on_validation(along, (0, 1, 2), n_episodes=3)
     each = choose_on_validation(lambda k: lambda *ep: after(k, *ep), (0, 1, 2), 3)
-    assert one[0] == each[0] and list(one[1]) == list(each[1]) == [0, 1, 2]
+    assert list(one[1]) == list(each[1]) == [0, 1, 2]
     for k in (0, 1, 2):
         assert one[1][k].per_episode.tolist() == each[1][k].per_episode.tolist()
+    assert one[0] == max((0, 1, 2), key=lambda k: (one[1][k].mean, -k))
+    tied = choose_steps_on_validation(
+        lambda s, y, q, steps: {k: after(0, s, y, q) for k in steps}, (0, 1, 2), n_episodes=3
+    )
+    assert tied[0] == 0  # equal accuracy: the fewest steps
     with pytest.raises(ValueError, match="numbers of steps"):
         choose_steps_on_validation(along, (-1, 2), n_episodes=2)
 
