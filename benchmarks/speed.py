@@ -5,32 +5,18 @@
     python -m benchmarks.speed --smoke            # a quick check that the script runs
     python -m benchmarks.speed --sections peak,conv4 --out /tmp/b.json
 
-Run it from the repository root. Five sections, each a list of rows (flat dicts) in the JSON,
-which the page "What it costs" (``chapters/12_what_it_costs.ipynb``) reads:
+Run it from the repository root. Five sections, each a list of rows (flat dicts) that chapter 12
+("What it costs") reads: ``peak``, the best float32 matrix-multiply GFLOP/s over square sizes;
+``conv4``, one training step of the book's Conv-4 with a 20-class head at batches 30, 120 and
+600 (ms, flops counted by ``torch.utils.flop_counter``, the fraction of the peak); ``maml_step``,
+one MAML meta-step on random 5-way 1-shot tasks, second and first order, ours task by task and
+batched against learn2learn's ``MAML`` from the same weights, timed in turn, with our memory;
+``episode``, the ms to classify one 5-way 1-shot test episode with each method as the book's
+cache (``$FEWSHOT_CACHE``, quick, seed 0) holds it; ``training``, each trainer for a few steps
+of its quick settings, in a temporary cache.
 
-1. ``peak``: float32 matrix-multiply GFLOP/s, the best of square sizes 512, 1024 and 2048
-   (``2 n^3`` flops a product): what the machine can do at best.
-2. ``conv4``: one training step of the book's Conv-4 and a linear layer to 20 classes (forward,
-   cross-entropy, backward, Adam step) on batches of 30, 120 and 600 random 28x28 images: ms,
-   the flops of the step (counted by ``torch.utils.flop_counter``), GFLOP/s and the fraction of
-   the peak (the largest of the peak section's rate and the same product timed again as this
-   section ends).
-3. ``maml_step``: one MAML meta-step on random 5-way 1-shot tasks (25 query images), meta-batch
-   4 and 32, second order with 1 inner step and first order with 3: the book's functional MAML
-   task by task (``maml_task_loss``) and all the tasks at once (``maml_batch_loss``), and
-   learn2learn's ``MAML`` from the same weights, timed in turn; and the memory the task-by-task
-   meta-step takes (``utils.train.PeakMemory``).
-4. ``episode``: the time to classify one 5-way 1-shot test episode (the first episodes of the
-   book's fixed test set) with each registered method, its model and test-time choices as the
-   chapters saved them in the book's cache (``$FEWSHOT_CACHE``, quick budget, seed 0); a
-   method not trained there is left out (its row says so).
-5. ``training``: each method's trainer for a few steps of its quick settings: ms per step, and
-   the number of steps of its quick and full budgets. The trainers run in a temporary cache.
-
-Times are the median of the timed repetitions after warm-up ones (``time.perf_counter``, the GPU
-synchronised). The file goes to ``benchmarks/results/<device type>.json`` (``--out`` to change
-it; ``--smoke`` writes to a temporary folder unless ``--out`` is given), written again after each
-section, headed by the machine, the commit and the date.
+Times are medians of timed repetitions after warm-up ones, the GPU synchronised. The file
+(``benchmarks/results/<device type>.json``, or ``--out``) is written after each section.
 """
 
 from __future__ import annotations
@@ -45,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from unittest import mock
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -83,8 +70,6 @@ def _sync(device: torch.device) -> None:
 def time_ms(fn: Callable[[], object], device: torch.device, warmup: int, reps: int) -> float:
     """The median wall-clock time of ``fn()`` in ms over ``reps`` calls, after ``warmup`` calls
     that are not timed; the GPU is synchronised before each reading of the clock."""
-    if reps < 1:
-        raise ValueError(f"reps must be at least 1, got {reps}")
     for _ in range(warmup):
         fn()
     times = []
@@ -324,40 +309,29 @@ def section_training(device: torch.device, run: dict) -> list[dict]:
     from utils.registry import METHODS
 
     load_split("train")  # from the real cache, kept in memory for the runs below
-    old, rows, seen = os.environ.get(CACHE_VAR), [], set()
+    rows, seen, n = [], set(), run["train_steps"]
     with tempfile.TemporaryDirectory(prefix="fewshot-bench-") as folder:
-        os.environ[CACHE_VAR] = folder
-        try:
+        with mock.patch.dict(os.environ, {CACHE_VAR: folder}):
             S = _book_setup(device)
             for name, method in METHODS.items():
                 if method.run is None or method.run in seen:
                     continue
                 seen.add(method.run)
-                n = run["train_steps"]
                 with quiet():
                     history = method.train(S, replace(method.config, steps=n))[1]
+                steps = {b: method.config.at(b).steps for b in ("quick", "full")}
                 rows.append(
-                    {
-                        "method": name,
-                        "steps": n,
-                        "ms_per_step": 1e3 * history.seconds / n,
-                        "quick_steps": method.config.at("quick").steps,
-                        "full_steps": method.config.at("full").steps,
-                    }
+                    {"method": name, "steps": n, "ms_per_step": 1e3 * history.seconds / n}
+                    | {"quick_steps": steps["quick"], "full_steps": steps["full"]}
                 )
-        finally:
-            os.environ.pop(CACHE_VAR) if old is None else os.environ.update({CACHE_VAR: old})
     return rows
 
 
 def render(sections: dict[str, list[dict]]) -> str:
     """The plain-text report: every row of every section, one line each."""
-
-    def f(v):
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
-
     return "\n".join(
-        f"{name:>10}  " + "  ".join(f"{k}={f(v)}" for k, v in row.items())
+        f"{name:>10}  "
+        + "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
         for name, rows in sections.items()
         for row in rows
     )
@@ -368,18 +342,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda (cuda:N for GPU N)")
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="the smallest sizes, once: a check that "
-        "the script runs, not a measurement (to a temporary folder unless --out)",
-    )
+    p.add_argument("--smoke", action="store_true", help="the smallest sizes, once: a check")
     p.add_argument("--out", help="the JSON file (default: benchmarks/results/<device type>.json)")
-    p.add_argument(
-        "--sections",
-        default=",".join(SECTIONS),
-        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
-    )
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"some of {','.join(SECTIONS)}")
     args = p.parse_args(argv)
     from utils.config import check_device
 
@@ -387,15 +352,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.device = check_device(args.device)
     except ValueError as err:
         p.error(str(err))
-    if args.device.type not in ("cpu", "cuda"):
-        p.error(f"--device {args.device} is not measured here: allowed are cpu and cuda")
-    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    chosen = args.sections.split(",")
     unknown = [s for s in chosen if s not in SECTIONS]
-    if unknown or not chosen:
-        p.error(
-            f"--sections {args.sections!r}: unknown {', '.join(unknown) or '(none given)'}; "
-            f"allowed are {', '.join(SECTIONS)}"
-        )
+    if unknown or args.device.type not in ("cpu", "cuda"):
+        p.error(f"allowed are --device cpu or cuda, --sections some of {', '.join(SECTIONS)}")
     args.sections = [s for s in SECTIONS if s in chosen]
     return args
 
@@ -409,12 +369,10 @@ def main(argv=None) -> dict:
 
     no_tf32()  # float32 computed as the book computes it (setup does the same)
     keep_freed_memory()
-    if args.out:
-        out = Path(args.out)
-    elif args.smoke:
-        out = Path(tempfile.mkdtemp(prefix="fewshot-bench-")) / f"{device.type}.json"
-    else:
-        out = RESULTS / f"{device.type}.json"
+    folder = (
+        Path(tempfile.mkdtemp(prefix="fewshot-bench-")) if args.smoke and not args.out else RESULTS
+    )
+    out = Path(args.out) if args.out else folder / f"{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = sys.argv[1:] if argv is None else argv
     meta = provenance("speed", argv, device) | {
