@@ -65,11 +65,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--out", help="the JSON file (default benchmarks/results/seeds/<budget>.json)")
-    p.add_argument(
-        "--methods",
-        help="comma-separated method names: measure only these, and replace their entries in "
-        "the file (of the same budget, protocol and seeds), keeping the others",
-    )
+    keep = "the file keeps the other methods (of the same budget, protocol and seeds)"
+    p.add_argument("--methods", help=f"comma-separated method names to measure; {keep}")
     args = p.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     budget, METHODS, out = budget_registry_and_file(args.out, "seeds")

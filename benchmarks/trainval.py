@@ -114,11 +114,8 @@ def run_method(method, S) -> dict | None:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="the file (default benchmarks/results/trainval/<budget>.json)")
-    p.add_argument(
-        "--methods",
-        help="comma-separated method names: measure only these, and replace their entries in "
-        "the file (of the same budget and protocol), keeping the others",
-    )
+    keep = "the file keeps the other methods (of the same budget and protocol)"
+    p.add_argument("--methods", help=f"comma-separated method names to measure; {keep}")
     args = p.parse_args(argv)
     budget, METHODS, out = budget_registry_and_file(args.out, FOLDER)
     from utils.config import setup
