@@ -149,15 +149,3 @@ def test_digits_domain_is_omniglot_shaped():
 def test_unknown_domain_is_named():
     with pytest.raises(ValueError, match="unknown domain 'svhn': allowed are omniglot, digits"):
         data.load_domain("svhn")
-
-
-def test_mnist_without_network_says_what_to_do(cache, monkeypatch):
-    import torchvision.datasets
-
-    def offline(*args, **kwargs):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried a mirror")
-
-    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
-    data.load_domain.cache_clear()
-    with pytest.raises(RuntimeError, match="MNIST was not found in .*Error downloading .*'digits'"):
-        data.load_domain("mnist")

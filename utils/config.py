@@ -58,16 +58,6 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def available_devices() -> list[str]:
-    """The devices this machine offers: ``cpu``, then ``cuda:0``, ``cuda:1``, ... and ``mps``."""
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        found.append("mps")
-    return found
-
-
 def check_device(device) -> torch.device:
     """``device`` (a string or a ``torch.device``) as a ``torch.device``; a ``ValueError`` that
     lists the choices when it is not one of the book's device types (:data:`DEVICES`) or is not
@@ -76,7 +66,9 @@ def check_device(device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         dev = None
-    available = available_devices()
+    available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        available.append("mps")
     here = ", ".join(available)
     if dev is None or dev.type not in DEVICES:
         raise ValueError(
@@ -89,13 +81,6 @@ def check_device(device) -> torch.device:
             "of them, or leave device=None to pick the best (runs trained elsewhere load onto it)"
         )
     return dev
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and PyTorch's generators (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def no_tf32() -> None:
@@ -173,7 +158,9 @@ def setup(seed: int = 0, budget: str | None = None, device: str | None = None) -
         )
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed_everything(seed)
+    random.seed(seed)  # Python's, NumPy's and PyTorch's generators (every device)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     no_tf32()
     keep_freed_memory()
     s = Setup(budget, dev, seed)

@@ -36,59 +36,18 @@ ARCHIVE = "omniglot-py.tar.gz"
 CACHE_FILE = f"omniglot{SIZE}.pt"
 ALPHABETS = {  # Lake et al.'s 30 background and 20 evaluation alphabets; a copy must hold them all
     "images_background": (
-        "Alphabet_of_the_Magi",
-        "Anglo-Saxon_Futhorc",
-        "Arcadian",
-        "Armenian",
-        "Asomtavruli_(Georgian)",
-        "Balinese",
-        "Bengali",
-        "Blackfoot_(Canadian_Aboriginal_Syllabics)",
-        "Braille",
-        "Burmese_(Myanmar)",
-        "Cyrillic",
-        "Early_Aramaic",
-        "Futurama",
-        "Grantha",
-        "Greek",
-        "Gujarati",
-        "Hebrew",
-        "Inuktitut_(Canadian_Aboriginal_Syllabics)",
-        "Japanese_(hiragana)",
-        "Japanese_(katakana)",
-        "Korean",
-        "Latin",
-        "Malay_(Jawi_-_Arabic)",
-        "Mkhedruli_(Georgian)",
-        "N_Ko",
-        "Ojibwe_(Canadian_Aboriginal_Syllabics)",
-        "Sanskrit",
-        "Syriac_(Estrangelo)",
-        "Tagalog",
-        "Tifinagh",
-    ),
+        "Alphabet_of_the_Magi Anglo-Saxon_Futhorc Arcadian Armenian Asomtavruli_(Georgian) "
+        "Balinese Bengali Blackfoot_(Canadian_Aboriginal_Syllabics) Braille Burmese_(Myanmar) "
+        "Cyrillic Early_Aramaic Futurama Grantha Greek Gujarati Hebrew "
+        "Inuktitut_(Canadian_Aboriginal_Syllabics) Japanese_(hiragana) Japanese_(katakana) Korean "
+        "Latin Malay_(Jawi_-_Arabic) Mkhedruli_(Georgian) N_Ko "
+        "Ojibwe_(Canadian_Aboriginal_Syllabics) Sanskrit Syriac_(Estrangelo) Tagalog Tifinagh "
+    ).split(),
     "images_evaluation": (
-        "Angelic",
-        "Atemayar_Qelisayer",
-        "Atlantean",
-        "Aurek-Besh",
-        "Avesta",
-        "Ge_ez",
-        "Glagolitic",
-        "Gurmukhi",
-        "Kannada",
-        "Keble",
-        "Malayalam",
-        "Manipuri",
-        "Mongolian",
-        "Old_Church_Slavonic_(Cyrillic)",
-        "Oriya",
-        "Sylheti",
-        "Syriac_(Serto)",
-        "Tengwar",
-        "Tibetan",
-        "ULOG",
-    ),
+        "Angelic Atemayar_Qelisayer Atlantean Aurek-Besh Avesta Ge_ez Glagolitic Gurmukhi Kannada "
+        "Keble Malayalam Manipuri Mongolian Old_Church_Slavonic_(Cyrillic) Oriya Sylheti "
+        "Syriac_(Serto) Tengwar Tibetan ULOG "
+    ).split(),
 }
 
 # Vinyals et al. (2016): validation characters are those of five background alphabets;
@@ -320,7 +279,7 @@ def _load_cached(root) -> Omniglot:
 
 # Other domains than Omniglot, for tests across domains: same stroke convention (bright strokes
 # on black, floats in [0, 1], 28x28), the same ClassSet, and the same kind of errors.
-DOMAINS = ("omniglot", "digits", "mnist")
+DOMAINS = ("omniglot", "digits")
 
 
 def _classes(images: torch.Tensor, labels: torch.Tensor, name: str) -> ClassSet:
@@ -339,37 +298,20 @@ def load_domain(name: str) -> ClassSet:
     * ``"digits"``: scikit-learn's handwritten digits (1,797 images of 8x8 pixels in 10
       classes, shipped with scikit-learn, so available offline), scaled up to 20x20 and
       centred in 28x28 as MNIST's digits are; 174 images per class;
-    * ``"mnist"``: torchvision's MNIST test set (10,000 images; 892 per class), downloaded
-      into the cache folder when the network allows, else a ``RuntimeError`` that says how
-      to get it;
     * ``"omniglot"``: the Vinyals test split (as :func:`load_split` ``("test")``).
     """
     if name not in DOMAINS:
         raise ValueError(f"unknown domain {name!r}: allowed are {', '.join(DOMAINS)}")
     if name == "omniglot":
         return load_split("test")
-    if name == "digits":
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as err:
-            raise RuntimeError(
-                "the digits domain needs scikit-learn: pip install scikit-learn"
-            ) from err
-        digits = load_digits()
-        x = torch.from_numpy(digits.images).float().div(16).unsqueeze(1)  # 0..16 -> [0, 1]
-        x = torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", antialias=True)
-        x = torch.nn.functional.pad(x, (4, 4, 4, 4))  # a 20x20 box in 28x28, as MNIST's digits
-        return _classes(x[:, 0].clamp(0, 1), torch.from_numpy(digits.target), "digits")
-    from torchvision.datasets import MNIST
-
-    folder = cache_dir() / "mnist"
     try:
-        mnist = MNIST(folder, train=False, download=True)
-    except Exception as err:  # no network, a blocked mirror
-        why = (str(err) or type(err).__name__).splitlines()[0]
+        from sklearn.datasets import load_digits
+    except ImportError as err:
         raise RuntimeError(
-            f"MNIST was not found in {folder} and could not be downloaded ({why}); connect to "
-            f"the internet, or put torchvision's MNIST/raw files there; the domain 'digits' "
-            "needs no download"
+            "the digits domain needs scikit-learn: pip install scikit-learn"
         ) from err
-    return _classes(mnist.data.float().div(255), mnist.targets, "mnist")
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().div(16).unsqueeze(1)  # 0..16 -> [0, 1]
+    x = torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", antialias=True)
+    x = torch.nn.functional.pad(x, (4, 4, 4, 4))  # a 20x20 box in 28x28, as MNIST's digits
+    return _classes(x[:, 0].clamp(0, 1), torch.from_numpy(digits.target), "digits")
