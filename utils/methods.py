@@ -117,6 +117,11 @@ def train_transfer(S, config=TransferConfig(), build=build_transfer_net):
     return train_steps(S, build, transfer_loss, batches, c.lr, one_cycle, desc="pretraining")
 
 
+TRANSFER_RUN = dict(  # the pretrained model, named once: here, and by the four classifiers
+    run="transfer", config=TransferConfig(), train=train_transfer, build=build_transfer_net
+)
+
+
 def transfer_features(backbone, x, batch_size: int = 1000):
     """Features of images ``x`` ``[n, 1, 28, 28]`` from a frozen backbone (eval mode, no grad)."""
     backbone.eval()
@@ -303,11 +308,6 @@ def choose_finetuning(curve):
     best = max(scores.values(), key=lambda a: a.mean)
     steps, lr = min(k for k, a in scores.items() if a.mean >= best.mean - best.ci95)
     return {"lr": lr, "steps": steps}
-
-
-TRANSFER_RUN = dict(  # the one pretrained model that the four classifiers share
-    run="transfer", config=TransferConfig(), train=train_transfer, build=build_transfer_net
-)
 
 
 register(
@@ -1683,9 +1683,14 @@ def train_dagan(S, config=DAGANConfig()):
         return {"discriminator loss": loss_d.item(), "generator loss": loss_g.item()}
 
     # one thread: small convolutions on 32 images, where a second thread gains little on a quiet
-    # machine and costs several times over on a busy one (the fit function's note)
+    # machine and costs several times over on a busy one
     state = {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d, "g": g}  # what a checkpoint saves
     return G, fit(step, range(c.steps), desc="DAGAN", threads=1, state=state)
+
+
+DAGAN_RUN = dict(  # the trained generator, named once: here, and by the method that uses it
+    run="dagan", config=DAGANConfig(), train=train_dagan, build=DAGANGenerator
+)
 
 
 def dagan_copies(generator_net):
@@ -1717,10 +1722,7 @@ register(
         "ProtoNet + DAGAN copies",
         "10_more_data_from_less",
         lambda model, S, setting, choices: classifier_protonet_dagan(model, S, choices),
-        run="dagan",  # the trained model is the generator; the classifier is chapter 5's
-        config=DAGANConfig(),
-        train=train_dagan,
-        build=DAGANGenerator,
+        **DAGAN_RUN,  # the trained model is the generator; the classifier is chapter 5's
         uses=("ProtoNet",),  # chapter 5's trained network classifies
         cite="antoniou2017dagan",
     )

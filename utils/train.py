@@ -376,7 +376,7 @@ def full_budget_seconds(setup: Setup, train: Callable, config: Config) -> tuple[
 
 
 def train_or_load(
-    name: str,
+    run: str,
     setup: Setup,
     train: Callable[[Setup, Config], tuple],
     config: Config,
@@ -384,7 +384,7 @@ def train_or_load(
 ):
     """``train(setup, config)`` (which returns ``(model, history)``) and save the weights, the
     history (with its device, CPU threads and its loop's peak memory) and the config as run
-    ``name``; or, when this budget, seed and config were trained before, ``build()`` the model
+    ``run``; or, when this budget, seed and config were trained before, ``build()`` the model
     and load them instead, onto ``setup.device``, unless the code of ``train``, ``build`` and
     ``config`` changed since (:func:`utils.config.code_key`, saved with the run): then it trains
     again. ``$FEWSHOT_RETRAIN=1`` trains anyway. While
@@ -393,32 +393,32 @@ def train_or_load(
     from it when called again with the same code. A
     saved run whose weights do not fit ``build()``'s model is refused with a ``RuntimeError``
     that says what to do. Returns ``(model, history)``."""
-    path, code = run_path(name, setup, config), code_key(train, build, config)
-    run = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(name, setup, config)
-    if run is not None and "model" in run and run.get("code") != code:
-        print(f"{name}: the run in {path} was trained by other code than this; training again")
-        run = None
-    if run is not None and "model" in run:
+    path, code = run_path(run, setup, config), code_key(train, build, config)
+    saved = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(run, setup, config)
+    if saved is not None and "model" in saved and saved.get("code") != code:
+        print(f"{run}: the run in {path} was trained by other code than this; training again")
+        saved = None
+    if saved is not None and "model" in saved:
         model = build().to(setup.device)
         try:
-            model.load_state_dict(run["model"])
+            model.load_state_dict(saved["model"])
         except RuntimeError as err:
             raise RuntimeError(
                 f"the weights in {path} do not fit the model that build() makes: {REDO}\n{err}"
             ) from err
         model.eval()
-        history = History(run["history"])
-        history.seconds, history.device = run["seconds"], run["device"]
-        history.threads, history.peak_mb = run["threads"], run["peak_mb"]
+        history = History(saved["history"])
+        history.seconds, history.device = saved["seconds"], saved["device"]
+        history.threads, history.peak_mb = saved["threads"], saved["peak_mb"]
         print(
-            f"{name}: loaded the model trained before ({history.seconds:.0f} s of training, "
+            f"{run}: loaded the model trained before ({history.seconds:.0f} s of training, "
             f"on {history.device}) from {path}; set {RETRAIN_VAR}=1 to train again"
         )
         return model, history
     if setup.device.type != "cpu" and setup.budget == "quick" and hasattr(config, "steps"):
         per_step, steps = full_budget_seconds(setup, train, config)
         print(
-            f"{name}: the full budget ({steps:,} steps) would train for about "
+            f"{run}: the full budget ({steps:,} steps) would train for about "
             f"{per_step * steps / 60:,.0f} minutes on this {setup.device.type} (measured on "
             f"{PROBE_STEPS} steps, {per_step:.3f} s each); FEWSHOT_BUDGET=full runs it"
         )
@@ -432,7 +432,7 @@ def train_or_load(
     if setup.device.type == "cpu" and history.threads is not None:  # 1 thread is slower than 2
         history.device += f", {history.threads} thread{'s' * (history.threads > 1)}"
     save_run(
-        name,
+        run,
         setup,
         config,
         model=model.state_dict(),
