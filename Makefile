@@ -29,8 +29,8 @@ EXECUTED := _build/executed
 .PHONY: env book html render serve test lint format unit notebooks comparison-alone lab assignments grade colab-check browser-check methods bench clean
 
 env: $(STAMP)
-	@# Chapter 14 reads WordNet 3.0's files and speaks with espeak-ng (Debian packages, about
-	@# 10 s to install): installed here where apt-get is there and we are root, else named.
+	@# Chapter 14 reads WordNet 3.0's files and speaks with espeak-ng (Debian packages):
+	@# installed here where apt-get is there and we are root, else named.
 	@if [ -f /usr/share/wordnet/data.noun ] && command -v espeak-ng >/dev/null; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    echo "env: installing wordnet-base and espeak-ng (chapter 14)"; \

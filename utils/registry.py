@@ -81,9 +81,8 @@ class Method:
 
 METHODS: dict[str, Method] = {}  # name -> method, in the order the chapters register them
 
-# What a record's results mean: saved with every record (and in the seed study's file), and a
-# record saved under another protocol, or none (before every ``classifier`` was
-# non-transductive and chapter 10 could choose no extra examples), is not read.
+# What a record's results mean: saved with every record (and in the seed study's file); a
+# record saved under another protocol, or none, is not read.
 RECORD_PROTOCOL = "non-transductive"
 
 
