@@ -15,7 +15,17 @@ def test_confidence_interval_formula():
     mean, half = mean_ci95(v)
     sample_std = math.sqrt(sum((x - 0.775) ** 2 for x in v) / 3)
     assert mean == pytest.approx(0.775)
-    assert half == pytest.approx(3.18245 * sample_std / 2, rel=1e-5)  # Student's t, 3 d.o.f.
+    assert half == pytest.approx(3.1824 * sample_std / 2)  # Student's t, 3 degrees of freedom
+
+
+def test_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    from utils.evaluate import t_quantile_975
+
+    for df in [*range(1, 80), 100, 199, 599, 10_000]:
+        assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-4), df
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        t_quantile_975(0)
 
 
 def test_interval_edge_cases():
