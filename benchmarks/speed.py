@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.provenance import provenance
+from utils.config import check_device
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -346,16 +347,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="the JSON file (default: benchmarks/results/<device type>.json)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"some of {','.join(SECTIONS)}")
     args = p.parse_args(argv)
-    from utils.config import check_device
-
     try:
         args.device = check_device(args.device)
     except ValueError as err:
         p.error(str(err))
     chosen = args.sections.split(",")
     unknown = [s for s in chosen if s not in SECTIONS]
-    if unknown or args.device.type not in ("cpu", "cuda"):
-        p.error(f"allowed are --device cpu or cuda, --sections some of {', '.join(SECTIONS)}")
+    if args.device.type not in ("cpu", "cuda"):
+        p.error(f"--device {args.device} is not measured here: allowed are cpu and cuda")
+    if unknown:
+        p.error(f"--sections: unknown {unknown}; allowed are {', '.join(SECTIONS)}")
     args.sections = [s for s in SECTIONS if s in chosen]
     return args
 
@@ -369,10 +370,9 @@ def main(argv=None) -> dict:
 
     no_tf32()  # float32 computed as the book computes it (setup does the same)
     keep_freed_memory()
-    folder = (
-        Path(tempfile.mkdtemp(prefix="fewshot-bench-")) if args.smoke and not args.out else RESULTS
-    )
-    out = Path(args.out) if args.out else folder / f"{device.type}.json"
+    out = Path(args.out) if args.out else RESULTS / f"{device.type}.json"
+    if args.smoke and not args.out:  # a check, not a measurement: not in the results
+        out = Path(tempfile.mkdtemp(prefix="fewshot-bench-")) / out.name
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = sys.argv[1:] if argv is None else argv
     meta = provenance("speed", argv, device) | {
