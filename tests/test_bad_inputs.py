@@ -195,8 +195,8 @@ def test_a_run_that_would_run_code_is_refused_and_runs_nothing(runs, tmp_path):
     with pytest.raises(
         RuntimeError,
         match=rf"{runs} holds objects other than tensors, numbers, strings, lists "
-        r"and dicts \(Unsupported global: .*open.*\), and such a file can run "
-        r"code .*: delete it or set \$FEWSHOT_RETRAIN=1",
+        r"and dicts, and such a file can run code when loaded, so it is not loaded "
+        r"\(Unsupported global: .*open.*\): delete it or set \$FEWSHOT_RETRAIN=1",
     ):
         load_run("toy", CPU)
     assert not marker.exists()
@@ -213,7 +213,7 @@ def test_a_damaged_run_is_named(runs, damage):
     )
     with pytest.raises(
         RuntimeError,
-        match=rf"{runs} is not a readable run \(corrupt, truncated, or not a run: .*\): "
+        match=rf"{runs} is not a readable run: it is corrupt, truncated, or not a run \(.*\): "
         r"delete it or set \$FEWSHOT_RETRAIN=1 to train again",
     ):
         load_run("toy", CPU)

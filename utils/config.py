@@ -27,13 +27,9 @@ DEVICES = ("cpu", "cuda", "mps")  # the device types the book runs on; "cuda:1" 
 
 
 def cache_dir() -> Path:
-    """The book's cache folder: ``$FEWSHOT_CACHE``, else ``~/.cache/fewshot-book``.
-
-    It holds the preprocessed Omniglot tensor, unpacked archives and the runs
-    (weights, training curves, per-episode results) the chapters save.
-    A path that cannot be a writable folder (an existing file, a read-only disk) is refused
-    with a ``RuntimeError`` that names it and ``$FEWSHOT_CACHE``.
-    """
+    """The book's cache folder (Omniglot's tensor, the saved runs): ``$FEWSHOT_CACHE``, else
+    ``~/.cache/fewshot-book``; a path that cannot be a writable folder is refused with a
+    ``RuntimeError`` that names it."""
     path = Path(os.environ.get(CACHE_VAR) or Path.home() / ".cache" / "fewshot-book")
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -49,44 +45,42 @@ def cache_dir() -> Path:
     return path
 
 
+def _available() -> list[str]:
+    """This machine's devices, the best last: the CPU, then Apple's MPS, then every CUDA GPU."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return ["cpu"] + ["mps"] * mps + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
 def default_device() -> torch.device:
     """CUDA when present, else Apple's MPS when present, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    best = _available()[-1]
+    return torch.device("cuda" if best.startswith("cuda") else best)
 
 
 def check_device(device) -> torch.device:
-    """``device`` (a string or a ``torch.device``) as a ``torch.device``; a ``ValueError`` that
-    lists the choices when it is not one of the book's device types (:data:`DEVICES`) or is not
-    available on this machine."""
+    """``device`` as a ``torch.device``; a ``ValueError`` that lists this machine's devices when
+    it is not one of :data:`DEVICES` or not available here."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         dev = None
-    available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        available.append("mps")
-    here = ", ".join(available)
+    here = ", ".join(_available())
     if dev is None or dev.type not in DEVICES:
         raise ValueError(
-            f"unknown device {device!r}: allowed are {', '.join(DEVICES)} (or cuda:N for "
-            f"GPU N); this machine has {here}, or leave device=None to pick the best of them"
+            f"unknown device {device!r}: allowed are {', '.join(DEVICES)} (or cuda:N for GPU N); "
+            f"this machine has {here}, or leave device=None to pick the best of them"
         )
-    if (f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type) not in available:
+    if (f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type) not in _available():
         raise ValueError(
-            f"device {device!r} is not available on this machine: it has {here}; pass one "
-            "of them, or leave device=None to pick the best (runs trained elsewhere load onto it)"
+            f"device {device!r} is not available on this machine: it has {here}; pass one of "
+            "them, or leave device=None to pick the best"
         )
     return dev
 
 
 def no_tf32() -> None:
-    """Compute float32 in float32 on a GPU: no TF32 (10-bit mantissas) in cuDNN's convolutions,
-    which PyTorch allows by default, nor in matrix products (off by default), so that MAML's
-    float32 meta-gradient stays close to its exact value. No effect on a CPU."""
+    """Float32 in float32 on a GPU: no TF32 (10-bit mantissas) in convolutions or matrix
+    products, so that MAML's meta-gradient stays close to its exact value."""
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
 
@@ -97,14 +91,10 @@ KEEP_FREED_BYTES = 1 << 30
 
 
 def keep_freed_memory() -> bool:
-    """Let glibc's ``malloc`` keep the memory that tensors free (up to :data:`KEEP_FREED_BYTES`
-    a block), for the next tensors, instead of handing it back to the system at once.
-
-    By default glibc unmaps every freed block above an adaptive threshold (at most 32 MiB) and
-    trims the top of its heap, so each training step's tensors come back as fresh pages that
-    the kernel must zero on first touch. The process then keeps its largest footprint until it
-    ends. Called by :func:`setup`; returns True where the C library is glibc (Linux, Colab) and
-    False elsewhere (macOS, Windows), where it does nothing."""
+    """Let glibc's ``malloc`` keep freed blocks (up to :data:`KEEP_FREED_BYTES`) for the next
+    tensors instead of handing them back, so that a training step's tensors do not come back as
+    fresh pages that the kernel must zero (chapter 12). True where the C library is glibc (Linux,
+    Colab); elsewhere it does nothing and returns False."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL("libc.so.6")
@@ -141,13 +131,9 @@ class Setup:
 def setup(seed: int = 0, budget: str | None = None, device: str | None = None) -> Setup:
     """Pick budget, device and seed, seed every generator, print them and return them.
 
-    The budget comes from the argument, else ``$FEWSHOT_BUDGET``, else ``quick``, on every
-    device: ``full`` (the papers' settings, hours for the MAML family) runs only when asked.
-    On a GPU the quick runs say what the full budget would cost there
-    (:func:`utils.train.train_or_load`). The device comes from the argument (refused, with
-    the choices, when it is unknown or not available here), else :func:`default_device`.
-    Float32 is computed in float32 on a GPU too (:func:`no_tf32`), and freed memory is kept
-    for the next tensors (:func:`keep_freed_memory`).
+    The budget: the argument, else ``$FEWSHOT_BUDGET``, else ``quick`` on every device (``full``,
+    the papers' settings, only when asked). The device: the argument, else
+    :func:`default_device`. Also :func:`no_tf32` and :func:`keep_freed_memory`.
     """
     dev = check_device(device) if device is not None else default_device()
     budget = budget or os.environ.get(BUDGET_VAR) or "quick"
@@ -184,14 +170,10 @@ class Budget(NamedTuple):
 
 @dataclass(frozen=True)
 class Config:
-    """The base of every method's settings: a frozen dataclass per method, written in its
-    chapter, whose fields hold a plain value or a :class:`Budget` of a quick and a full value.
-
-    ``config.at(budget)`` gives the values of one budget; ``config.key()`` names them (a
-    hash), and the runs of the book's cache are keyed by it: change a setting and the method
-    trains anew instead of loading a model trained with the old one. A count (an ``int``
-    field) below 1 or a learning rate (a field whose name ends in ``lr``) at or below 0 is
-    refused with a ``ValueError`` that names it.
+    """The base of every method's settings: a frozen dataclass per method, in its chapter,
+    whose fields hold a value or a :class:`Budget`. ``at(budget)`` gives one budget's values;
+    ``key()`` names them, and keys the cached runs: a changed setting trains anew. A count below
+    1 or a learning rate (``...lr``) at or below 0 is refused with a ``ValueError``.
     """
 
     def __post_init__(self):
@@ -232,11 +214,9 @@ CODE_MODULES = ("__main__", "utils.methods", "utils.models")  # where the method
 
 
 def _shape(obj) -> str:
-    """``obj``'s source without docstrings, comments or formatting (parsed, then written out
-    again: the same text under every Python that reads it), or, where the source cannot be read
-    or parsed alone (a lambda inside a call), its code's names and constants. A class is its
-    bases, its attributes' names and values and its own methods' shapes: the same whether it
-    was defined in a notebook (whose classes have no readable source) or in a module."""
+    """``obj``'s source without docstrings, comments or formatting (parsed and unparsed), else
+    (a lambda inside a call) its code's names and constants. A class is its bases, attributes
+    and methods' shapes: the same in a notebook (no class source there) and in a module."""
     if inspect.isclass(obj):
         parts = [repr([b.__qualname__ for b in obj.__bases__])]
         parts += sorted(vars(obj).get("__annotations__", {}))  # field names, not their types
@@ -266,10 +246,8 @@ def _shape(obj) -> str:
 
 def code_key(*objects) -> str:
     """Eight hex digits that change when the code of ``objects`` (functions, classes, configs)
-    changes: their source, and that of every function and class of the chapters' code
-    (:data:`CODE_MODULES`) they use, directly or through the functions they use, the functions
-    in their closures (an inner loop handed to a trainer) included. Docstrings, comments and
-    formatting do not count. A result saved with another key was made by other code."""
+    changes, or that of any function or class of the chapters' code (:data:`CODE_MODULES`) they
+    use, through calls, globals or closures. Docstrings, comments and formatting do not count."""
     seen, shapes, todo = set(), [], list(objects)
     while todo:
         obj = todo.pop()
@@ -297,10 +275,8 @@ def code_key(*objects) -> str:
 
 
 def _generated(obj) -> bool:
-    """Whether ``obj`` is a function that code wrote at run time (a dataclass's ``__init__``)
-    or that the standard library put in a class (a dataclass's ``__repr__``, Python 3.13's
-    ``__replace__``): not the chapters' code, and not the same in a notebook and a module, or
-    in two versions of Python."""
+    """Whether ``obj`` is a function written at run time or by the standard library (a
+    dataclass's ``__init__``, Python 3.13's ``__replace__``): not the chapters' code."""
     if not inspect.isfunction(obj):
         return False
     file = obj.__code__.co_filename

@@ -1,14 +1,8 @@
 """Omniglot: find a copy, load it at 28x28, cache it, and cut it into splits.
 
-Where the data comes from, in order:
-
-1. a local copy named by the ``root`` argument or by ``$OMNIGLOT_ROOT``: the unpacked
-   tree (a folder holding ``images_background/`` and ``images_evaluation/``, or its
-   parent holding ``omniglot-py/``), the archive ``omniglot-py.tar.gz``, or a folder
-   that holds that archive. An archive is unpacked once into the cache folder;
-2. a copy unpacked or downloaded earlier into the cache folder;
-3. torchvision's download, when the network allows;
-4. otherwise an error that says how to get the data.
+The data comes from the ``root`` argument or ``$OMNIGLOT_ROOT`` (the unpacked tree, its parent,
+the archive ``omniglot-py.tar.gz`` or a folder holding it: unpacked once into the cache), else
+the cache folder, else torchvision's download, else an error that says how to get it.
 """
 
 from __future__ import annotations
@@ -73,8 +67,8 @@ def _is_tree(path: Path) -> bool:
 
 
 def _unpack(archive: Path, dest: Path) -> Path:
-    """Unpack ``archive`` into ``dest/omniglot-py`` atomically: all of it or nothing. A
-    corrupt or truncated archive is refused with a ``RuntimeError`` that names it."""
+    """Unpack ``archive`` into ``dest/omniglot-py``, all of it or nothing; a corrupt archive is
+    refused with a ``RuntimeError`` that names it."""
     target = dest / "omniglot-py"
     if _is_tree(target):
         return target
@@ -143,8 +137,8 @@ def find_omniglot(root: str | os.PathLike | None = None) -> Path:
 
 
 def _read_tree(tree: Path) -> tuple[torch.Tensor, list[str], list[bool]]:
-    """Every drawing of the tree at 28x28; an alphabet of :data:`ALPHABETS` missing from the tree
-    (which would shift every split) is refused with a ``FileNotFoundError`` that names it."""
+    """Every drawing of the tree at 28x28; a missing alphabet (it would shift every split) is
+    refused with a ``FileNotFoundError`` that names it."""
     from PIL import Image
 
     names, background, images = [], [], []
@@ -178,12 +172,9 @@ def _read_tree(tree: Path) -> tuple[torch.Tensor, list[str], list[bool]]:
 
 @dataclass
 class Omniglot:
-    """All of Omniglot: ``images[c, d]`` is drawing ``d`` of character ``c``.
-
-    ``images`` has shape ``[1623, 20, 28, 28]``, floats in [0, 1] with the strokes
-    bright; ``names`` are ``"Alphabet/characterNN"``, sorted; ``background`` tells
-    Lake's background set (True) from the evaluation set (False).
-    """
+    """All of Omniglot: ``images[c, d]`` (``[1623, 20, 28, 28]``, in [0, 1], strokes bright) is
+    drawing ``d`` of character ``c``, named ``names[c]`` (``"Alphabet/characterNN"``, sorted);
+    ``background[c]``: in Lake's background set, else in the evaluation set."""
 
     images: torch.Tensor
     names: list[str]
@@ -191,8 +182,8 @@ class Omniglot:
 
 
 def load_omniglot(root: str | os.PathLike | None = None) -> Omniglot:
-    """Load Omniglot at 28x28, from the cache folder when it has been loaded before (a cached
-    file that cannot be read is refused with a ``RuntimeError`` that names it)."""
+    """Omniglot at 28x28, from the cache folder when loaded before (an unreadable cached file is
+    refused with a ``RuntimeError`` that names it)."""
     cached = cache_dir() / CACHE_FILE
     if cached.is_file():
         try:
@@ -214,13 +205,9 @@ def load_omniglot(root: str | os.PathLike | None = None) -> Omniglot:
 
 @dataclass
 class ClassSet:
-    """The classes of one split: ``images[c]`` holds the 20 drawings of class ``c``.
-
-    ``images`` has shape ``[classes, 20, 28, 28]``. A class is a character, or a
-    character turned by 90, 180 or 270 degrees (``names`` end in ``/rotDDD`` then).
-    ``alphabets[c]`` names the alphabet of class ``c``. Another domain's classes
-    (:func:`load_domain`) have as many images per class as its smallest class.
-    """
+    """The classes of one split: ``images[c]`` (``[classes, 20, 28, 28]``) holds the drawings of
+    class ``c``, a character or one turned by 90, 180 or 270 degrees (its name ends in
+    ``/rotDDD``), of the alphabet ``alphabets[c]``."""
 
     images: torch.Tensor
     names: list[str]
@@ -231,11 +218,9 @@ class ClassSet:
 
 
 def split_names(names: list[str], background: list[bool], split: str) -> list[str]:
-    """The characters (``"Alphabet/characterNN"``) of a split, as a rule over sorted names.
-
-    Vinyals et al. (2016): ``train`` (1,028), ``val`` (172), ``trainval`` (1,200),
-    ``test`` (423). Lake et al. (2015): ``background`` (964), ``evaluation`` (659).
-    """
+    """The characters of a split, as a rule over sorted names: Vinyals et al.'s ``train``
+    (1,028), ``val`` (172), ``trainval`` (1,200), ``test`` (423); Lake et al.'s ``background``
+    (964), ``evaluation`` (659)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: allowed are {', '.join(SPLITS)}")
     bg = sorted(n for n, b in zip(names, background) if b)
@@ -253,12 +238,9 @@ def split_names(names: list[str], background: list[bool], split: str) -> list[st
 
 
 def load_split(split: str, rotations: bool | None = None, root=None) -> ClassSet:
-    """The classes of ``split`` (see :func:`split_names`).
-
-    ``rotations`` adds each character turned by 90, 180 and 270 degrees as three more
-    classes, as Vinyals et al. do for training; by default it is on for ``train``,
-    ``val`` and ``trainval`` and off for the others.
-    """
+    """The classes of ``split`` (:func:`split_names`); ``rotations`` adds each character turned
+    by 90, 180 and 270 degrees as three more classes (default: for ``train``, ``val``,
+    ``trainval``, as Vinyals et al. train)."""
     data = _load_cached(root)
     chars = split_names(data.names, data.background, split)
     if rotations is None:
@@ -283,8 +265,7 @@ DOMAINS = ("omniglot", "digits")
 
 
 def _classes(images: torch.Tensor, labels: torch.Tensor, name: str) -> ClassSet:
-    """A ClassSet of the images ``[n, 28, 28]`` with integer ``labels``: the first images of
-    every class, as many as the smallest class has."""
+    """A ClassSet of ``images`` ``[n, 28, 28]``: as many of each class as the smallest has."""
     classes = sorted(int(c) for c in labels.unique())
     per_class = min(int((labels == c).sum()) for c in classes)
     x = torch.stack([images[labels == c][:per_class] for c in classes])
@@ -293,13 +274,9 @@ def _classes(images: torch.Tensor, labels: torch.Tensor, name: str) -> ClassSet:
 
 @functools.lru_cache(maxsize=4)
 def load_domain(name: str) -> ClassSet:
-    """The classes of another domain, at 28x28 with bright strokes like Omniglot's:
-
-    * ``"digits"``: scikit-learn's handwritten digits (1,797 images of 8x8 pixels in 10
-      classes, shipped with scikit-learn, so available offline), scaled up to 20x20 and
-      centred in 28x28 as MNIST's digits are; 174 images per class;
-    * ``"omniglot"``: the Vinyals test split (as :func:`load_split` ``("test")``).
-    """
+    """The classes of a domain at 28x28 with bright strokes: ``"omniglot"``, the test split;
+    ``"digits"``, scikit-learn's handwritten digits (offline; 8x8 scaled to 20x20 and centred
+    in 28x28 as MNIST's are; 174 images per class)."""
     if name not in DOMAINS:
         raise ValueError(f"unknown domain {name!r}: allowed are {', '.join(DOMAINS)}")
     if name == "omniglot":

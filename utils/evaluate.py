@@ -39,12 +39,8 @@ def t_quantile_975(df: int) -> float:
 
 
 def mean_ci95(values) -> tuple[float, float]:
-    """Mean and half-width of the 95 % confidence interval, ``t * std / sqrt(n)``.
-
-    ``std`` is the sample standard deviation (``ddof=1``) and ``t`` the 97.5 % quantile of
-    Student's t with ``n - 1`` degrees of freedom (:func:`t_quantile_975`: 2.26 for 10 values,
-    1.98 for 100, towards 1.96); one value has no interval.
-    """
+    """Mean and half-width of the 95 % confidence interval, ``t * std / sqrt(n)`` (sample
+    ``std``, Student's ``t`` with ``n - 1`` degrees of freedom); one value has no interval."""
     v = np.asarray(values, dtype=float)
     if v.size == 0:
         raise ValueError("mean_ci95 needs at least one value, got none")
@@ -88,10 +84,9 @@ def paired_difference(a: Accuracy, b: Accuracy) -> tuple[float, float]:
 def compare(
     a: Accuracy, b: Accuracy, name_a: str = "a", name_b: str = "b", paired: bool = True
 ) -> str:
-    """What two accuracies show, in one sentence: the difference ``a - b`` in points with its
-    95 % interval, and the verdict: one is better, or no difference shows. ``paired``: both
-    were measured on the same episodes, compared episode by episode
-    (:func:`paired_difference`); else (episodes of two kinds) the two intervals combine."""
+    """One sentence: the difference ``a - b`` in points with its 95 % interval, and whether one
+    is better. ``paired``: on the same episodes (:func:`paired_difference`); else the two
+    intervals combine."""
     if paired:
         d, half = paired_difference(a, b)
         how = f"paired, {len(a.per_episode)} episodes"
@@ -108,9 +103,8 @@ def compare(
 
 
 def _episode_accuracy(pred, ep: Episode) -> float:
-    """The fraction of ``ep``'s query images that ``pred`` classifies right: class scores
-    ``[N*Q, N]`` (their argmax) or labels ``[N*Q]``; any other output (scores for the wrong
-    number of classes, say) is refused with a ``ValueError``."""
+    """The fraction of ``ep``'s query images that ``pred`` (scores ``[N*Q, N]`` or labels
+    ``[N*Q]``; anything else is refused with a ``ValueError``) classifies right."""
     n_q, n_way = len(ep.query), ep.n_way
     if not isinstance(pred, torch.Tensor) or tuple(pred.shape) not in ((n_q, n_way), (n_q,)):
         got = (
@@ -134,13 +128,9 @@ def evaluate(
     device=None,
     desc: str = "evaluating",
 ) -> Accuracy:
-    """Run ``classify(support, support_labels, query)`` on every episode.
-
-    ``classify`` returns class scores ``[N*Q, N]`` or labels ``[N*Q]`` for the query
-    images; any other shape (scores for the wrong number of classes, say) is refused with a
-    ``ValueError``. The function does not switch off gradients or set ``eval()`` mode: methods
-    that adapt at test time need gradients, so that is the caller's choice.
-    """
+    """The accuracy of ``classify(support, support_labels, query)`` (scores ``[N*Q, N]`` or
+    labels ``[N*Q]``) on every episode. Gradients and ``eval()`` are the caller's choice: methods
+    that adapt at test time need gradients."""
     accs = []
     bar = tqdm(episodes, desc=desc, leave=False)
     for ep in bar:
@@ -158,12 +148,9 @@ def evaluate_along(
     device=None,
     desc: str = "evaluating",
 ) -> dict:
-    """:func:`evaluate` for several ``choices`` of one test at the cost of one adaptation per
-    episode: ``classify_along(support, support_labels, query, choices)`` adapts once and returns
-    ``{choice: scores or labels}`` for every one of ``choices`` (numbers of steps, ascending, or
-    the batch statistics to normalise the query images with). Returns ``{choice: Accuracy}``,
-    all on the same episodes; an answer without one of the choices is refused with a
-    ``ValueError``."""
+    """:func:`evaluate` for several ``choices`` at the cost of one adaptation per episode:
+    ``classify_along(support, support_labels, query, choices)`` returns ``{choice: scores}``
+    (numbers of steps, ascending). Returns ``{choice: Accuracy}`` on the same episodes."""
     choices = list(choices)
     per_episode = {c: [] for c in choices}
     for ep in tqdm(episodes, desc=desc, leave=False):
@@ -203,12 +190,10 @@ def choose_on_validation(
     device=None,
     k_shot: int = 1,
 ):
-    """Choose a test-time setting (adaptation steps, say) on the validation classes, never on
-    the test episodes: ``make_classifier(choice)`` gives a classify function, scored on the
-    same ``n_episodes`` 5-way ``k_shot``-shot episodes of the ``val`` split, unrotated
-    as the test classes are. Of the choices whose accuracy is within the 95 % interval of the
-    best one's, the first is chosen: list the cheapest first. Returns ``(choice, {choice:
-    Accuracy})``."""
+    """A test-time setting chosen on validation, never on test episodes: ``make_classifier(choice)``
+    is scored on ``n_episodes`` 5-way ``k_shot``-shot episodes of the unrotated ``val`` classes;
+    the first choice within the 95 % interval of the best one's wins (list the cheapest first).
+    Returns ``(choice, {choice: Accuracy})``."""
     choices = list(choices)
     if not choices:
         raise ValueError("choose_on_validation needs at least one choice, got none")
@@ -226,13 +211,9 @@ def choose_steps_on_validation(
     device=None,
     k_shot: int = 1,
 ):
-    """The number of test-time steps, chosen on the validation episodes of
-    :func:`choose_on_validation` at the cost of the largest choice alone:
-    ``classify_along(support, support_labels, query, steps)`` adapts once per episode and
-    returns ``{k: scores after k steps}`` for each ``k`` of ``steps`` (ascending), so every
-    choice is scored along the same adaptation. The most accurate number is chosen (the fewer
-    steps on a tie): steps cost little at test time, and the cheapest within the best one's
-    interval gives up accuracy on every choice. Returns ``(steps, {steps: Accuracy})``."""
+    """The number of test-time steps, chosen on :func:`choose_on_validation`'s episodes along one
+    adaptation (:func:`evaluate_along`): the most accurate (the fewer on a tie), as steps cost
+    little at test time. Returns ``(steps, {steps: Accuracy})``."""
     choices = sorted(choices)
     if not choices or choices[0] < 0:
         raise ValueError(f"choices must be numbers of steps, 0 or more, got {choices}")
@@ -267,9 +248,8 @@ def results_table(
     paper: dict[str, dict[str, float]] | None = None,
     cite: str = "paper",
 ) -> str:
-    """A Markdown table: one row per method, one column per setting (mean ± 95 % CI, numbers
-    right-aligned), with the papers' numbers, when given, in rows of their own marked ``cite``
-    and, under the table, the protocol that differs between ours and theirs (see chapter 1)."""
+    """A Markdown table, a row per method and a column per setting (mean ± 95 % CI), with the
+    papers' numbers, if given, in rows marked ``cite`` and the protocols' difference below."""
     settings = list(dict.fromkeys(s for r in rows.values() for s in r))
     lines = ["| method | " + " | ".join(settings) + " |", "|:---" + "|---:" * len(settings) + "|"]
     for method, res in rows.items():

@@ -1,20 +1,9 @@
-"""The book's example folder of chapter 13, ``examples/glyphs/``: rendered glyphs, not
-handwriting.
+"""Chapter 13's example folder, ``examples/glyphs/``: rendered glyphs, not handwriting.
 
-Five mathematical symbols, a script that Omniglot does not hold, drawn black on white at 105x105
-pixels (Omniglot's size) with the DejaVu fonts that matplotlib ships: the support set in one font,
-DejaVu Sans, and the query images in the eleven other DejaVu faces (bold, oblique, serif, mono
-and their variants) that draw it differently: DejaVu's oblique faces reuse the upright glyph of
-some symbols, and a face whose image equals one made before for the symbol is left out, so that
-no image counts twice. The folder layout is the one the chapter and ``python -m utils.predict``
-read:
-
-    examples/glyphs/support/<class>/DejaVuSans.png          one image per class (1-shot)
-    examples/glyphs/query/<class>/<font>.png                5 to 9 per class, labelled by folder
-
-The output is the same bytes on every run (no PNG metadata, no time stamps); a test checks that
-the committed folder is what this module makes. In Colab, where only the package ``utils`` is
-installed, chapter 13 makes the folder with :func:`make`.
+Five mathematical symbols drawn black on white at 105x105 with the DejaVu fonts that matplotlib
+ships: ``support/<class>/DejaVuSans.png``, and ``query/<class>/<font>.png`` in the eleven other
+faces (one that draws the symbol exactly as another is left out). The same bytes on every run: a
+test checks the committed folder; in Colab chapter 13 makes it with :func:`make`.
 
     python -m utils.glyphs [--out examples/glyphs]
 """

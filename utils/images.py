@@ -1,15 +1,9 @@
 """A reader's own images at the book's convention: a support set from a folder, queries from files.
 
-The book's images (:mod:`utils.data`) are Omniglot's 105x105 drawings resized to 28x28 with
-Lanczos filtering, the strokes bright (1) on a black background (0), floats in [0, 1]; a drawing's
-ink fills a box of about 18 of the 28 pixels (the median over Omniglot, 13 to 23 for 80 % of the
-drawings). :func:`preprocess` brings any image there: grayscale, ink bright whatever the input's
-polarity, cropped to the ink, padded to a square in which the ink takes 18/28 of the side, 28x28.
-
-A support folder follows torchvision's ``ImageFolder`` convention: one subfolder per class, named
-after it, with that class's images; classes in sorted order, files whose names start with a dot
-skipped. Bad input is refused with a ``FileNotFoundError`` or ``ValueError`` that names the file
-or folder; nothing is written.
+The book's images are 28x28 (Lanczos), strokes bright on black, floats in [0, 1], the ink in a
+box of about 18 of the 28 pixels (Omniglot's median). :func:`preprocess` brings any image there.
+A support folder has one subfolder of images per class (torchvision's ``ImageFolder``). Bad
+input is refused with a ``FileNotFoundError`` or ``ValueError`` that names the file or folder.
 """
 
 from __future__ import annotations

@@ -38,16 +38,10 @@ _REMEMBERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def embed_once(module: nn.Module):
     """``embed(x)``: ``module(x)`` with each distinct image computed once, for evaluation.
 
-    In ``eval()`` mode and without gradients an image's output does not depend on the rest of
-    the batch (batch norm uses its running statistics), so ``embed`` remembers each image's
-    output, keyed by the image's bytes, and computes only the images it has not seen, in one
-    batch, in the order they come. Test episodes draw their images from one pool, so a run of
-    episodes embeds each image once instead of once per episode; the outputs are those of
-    ``module`` up to rounding (a first call computes ``module(x)`` itself). Every ``embed`` of
-    the same module shares what it remembers (several classifiers on one backbone embed each
-    image once in all), which is forgotten when a parameter or buffer of ``module`` changes (an
-    optimiser step, a ``load_state_dict``) and goes with the module. In training mode or with
-    gradients on, ``embed(x)`` is ``module(x)`` and nothing is remembered."""
+    In ``eval()`` mode without gradients an image's output does not depend on its batch, so
+    ``embed`` remembers each image's output (keyed by its bytes, shared by every ``embed`` of
+    the module, forgotten when a parameter or buffer changes) and computes only new images: test
+    episodes drawn from one pool embed each image once. Else ``embed(x)`` is ``module(x)``."""
 
     def embed(x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or any(m.training for m in module.modules()):

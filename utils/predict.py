@@ -11,10 +11,8 @@ named after the class, with one or more images of it (torchvision's ImageFolder 
 Images may be any size up to 4096x4096, any polarity (dark ink on light paper or the reverse),
 color, gray, 16-bit or transparent: they are brought to the book's 28x28 convention
 (utils/images.py). The method's model is the quick run of its chapter, from the book's cache
-($FEWSHOT_CACHE); when it is not there yet, it is trained first with the chapter's code and
-settings (ProtoNet about 2 minutes on a laptop's CPU, MAML and the transfer baseline a few),
-which running that chapter does too. --weights FILE loads other weights of the same model
-(benchmarks/results/curves/weights/protonet-16x-seed0.pt, say).
+($FEWSHOT_CACHE), else trained first as that chapter trains it. --weights FILE loads other
+weights of the same model (benchmarks/results/curves/weights/protonet-16x-seed0.pt, say).
 """
 
 from __future__ import annotations
@@ -27,29 +25,6 @@ import torch
 
 from .evaluate import SETTINGS
 from .images import load_query, load_support
-
-# The names of the methods, registered by their chapters (imported on demand: torch-heavy).
-METHOD_NAMES = (
-    "NN, pixels",
-    "NCM, pixels",
-    "transfer: SimpleShot",
-    "transfer: logistic regression",
-    "transfer: cosine classifier",
-    "transfer: fine-tuning",
-    "Siamese",
-    "Matching",
-    "ProtoNet",
-    "Relation",
-    "MAML",
-    "FOMAML",
-    "Reptile",
-    "ANIL",
-    "ProtoMAML",
-    "ProtoNet + affine copies",
-    "ProtoNet, affine training",
-    "ProtoNet + DAGAN copies",
-    "ProtoNet + hallucination",
-)
 
 
 def max_classes(method) -> int:
@@ -108,13 +83,17 @@ def main(argv=None) -> int:
     """The command line (see the module's docstring); returns the exit status: 0; 2 with one
     line on stderr for bad input; 1 with the reason when the model can be neither loaded nor
     trained (no Omniglot to train on, say)."""
+    from . import methods  # noqa: F401  (importing it registers every method)
+    from .config import setup
+    from .registry import METHODS
+
     parser = argparse.ArgumentParser(
         prog="python -m utils.predict",
         description=__doc__.split("\n\n", 2)[2],  # the docstring, after its usage line
-        epilog="methods (--method, quoted): " + "; ".join(METHOD_NAMES),
+        epilog="methods (--method, quoted): " + "; ".join(METHODS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--method", default="ProtoNet", choices=METHOD_NAMES, metavar="NAME")
+    parser.add_argument("--method", default="ProtoNet", choices=list(METHODS), metavar="NAME")
     parser.add_argument("--support", required=True, metavar="DIR", help="one subfolder per class")
     parser.add_argument("--weights", metavar="FILE", help="a state dict of the method's model")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image (3)")
@@ -122,14 +101,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.top < 1:
         parser.error(f"--top must be at least 1, got {args.top}")
-    from .config import setup
-    from .registry import METHODS
-
     try:
         with contextlib.redirect_stdout(sys.stderr):  # setup's and training's messages
             S = setup(seed=0)
-            from . import methods  # noqa: F401
-
             most = max_classes(METHODS[args.method])
             support, labels, classes, _ = load_support(args.support, max_classes=most)
             query, files = load_query(args.images)

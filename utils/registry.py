@@ -1,16 +1,10 @@
 """The book's methods, each registered by the chapter that teaches it, and what they saved.
 
-A chapter that defines a method registers it, in a ``#@save`` cell beside its code, as a
-:class:`Method`: its trainer and settings, how to turn a trained model into a classifier, the
-settings it is tested on and its paper's numbers. The comparison chapter and the tests
-iterate :data:`METHODS`; nothing outside a method's chapter describes it again.
-
-Contracts (``CONTRIBUTING.md``): ``train(S, config) -> (model, history)``;
-``classifier(model, S, setting, choices) -> classify(support, support_labels, query)``, where
-``choices`` holds the test-time choices the chapter made on validation episodes (test-time
-steps, copies, ...) and :func:`chosen` makes a missing one the same way. Every ``classifier``
-is non-transductive (each query image scored on its own, given the support set); a method
-whose papers test transductively has a second one, ``transductive``, with the same contract.
+A chapter registers its method in a ``#@save`` cell beside its code, as a :class:`Method`; the
+comparison chapter and the tests iterate :data:`METHODS`. Contracts (``CONTRIBUTING.md``):
+``train(S, config) -> (model, history)``; ``classifier(model, S, setting, choices) ->
+classify(support, support_labels, query)``, non-transductive, where ``choices`` holds the
+test-time choices made on validation episodes (:func:`chosen`).
 """
 
 from __future__ import annotations
@@ -35,15 +29,10 @@ TRANSDUCTIVE_KEY = f"{TRANSDUCTIVE}, transductive"
 
 @dataclass(frozen=True)
 class Method:
-    """A method of the book, as its chapter registers it.
-
-    ``run``, ``config``, ``train`` and ``build`` name the trained model (all ``None`` for a
-    method that learns nothing); methods that share one trained model (the classifiers on
-    chapter 2's backbone) name the same run and config. ``paper`` holds the published
-    accuracies, from the paper ``cite`` (its bibliography key) at ``source`` (its table).
-    ``uses`` names the methods whose trained models it classifies with besides its own run
-    (chapter 10's DAGAN copies, classified by chapter 5's network): their training is part of
-    its cost."""
+    """A method of the book, as its chapter registers it. ``run``, ``config``, ``train`` and
+    ``build`` name its trained model (all ``None`` for a method that learns nothing; shared by
+    the classifiers on chapter 2's backbone); ``paper``: the published accuracies, from ``cite``
+    at ``source``."""
 
     name: str
     chapter: str
@@ -53,9 +42,7 @@ class Method:
     train: Callable | None = None  # (S, config) -> (model, history)
     build: Callable | None = None  # () -> a model that the run's weights load into
     settings: tuple = tuple(SETTINGS)
-    # The same contract as ``classifier``, for a method whose test can also be transductive:
-    # each query image scored with the batch statistics of all the query images (the papers'
-    # MAML, first-order MAML and Reptile numbers). The book reports it in a column of its own.
+    # The papers' transductive test (batch statistics of all the query images), if any
     transductive: Callable | None = None  # tested in the setting TRANSDUCTIVE
     paper: dict = field(default_factory=dict)  # {setting: accuracy in %}, as published
     paper_transductive: bool = False  # the published numbers are transductive
@@ -88,8 +75,7 @@ RECORD_PROTOCOL = "non-transductive"
 
 def method_code(method: Method) -> str:
     """The key of ``method``'s code (:func:`utils.config.code_key`): its trainer, model,
-    classifiers and settings, and the chapters' code they use. A result saved with another key
-    was made by other code, and is measured again rather than shown."""
+    classifiers and settings. A result saved with another key is measured again."""
     return code_key(
         method.train, method.build, method.classifier, method.transductive, method.config
     )
@@ -118,10 +104,8 @@ def _record(method: Method | str) -> tuple[str, Config | None]:
 def save_record(
     method: Method | str, setup: Setup, results: dict, choices: dict | None = None
 ) -> None:
-    """Save what the chapter of ``method`` (a :class:`Method` or its registered name)
-    measured: its ``results`` (``{setting: Accuracy}`` on the fixed test episodes) and its
-    test-time ``choices`` (``{name: value}``, made on validation episodes), keyed, like its run,
-    by budget, seed and config."""
+    """Save what the chapter of ``method`` (a :class:`Method` or its name) measured: ``results``
+    (``{setting: Accuracy}`` on the fixed test episodes) and test-time ``choices``."""
     name, config = _record(method)
     per_episode = {s: a.per_episode for s, a in results.items()}
     save_run(
@@ -137,9 +121,8 @@ def save_record(
 
 def load_record(method: Method | str, setup: Setup) -> dict:
     """What :func:`save_record` saved for ``method`` with this budget, seed and config:
-    ``{"results": {setting: Accuracy}, "choices": {...}}``, empty when nothing was saved, or
-    when it was saved under another :data:`RECORD_PROTOCOL` or by other code (:func:`method_code`):
-    it is then measured again."""
+    ``{"results": {setting: Accuracy}, "choices": {...}}``, empty when nothing was, or under
+    another :data:`RECORD_PROTOCOL` or code (:func:`method_code`)."""
     name, config = _record(method)
     run = load_run(name, setup, config) or {}
     m = METHODS[method] if isinstance(method, str) else method
@@ -150,11 +133,9 @@ def load_record(method: Method | str, setup: Setup) -> dict:
 
 
 def measure(method: Method, setup: Setup, n_episodes: int, settings=None):
-    """All that the comparison needs of ``method``, whichever chapters ran before: its trained
-    model and history (:func:`trained`), its test-time choices and its accuracy on the fixed
-    test episodes of each setting (default: ``method.settings``), as its chapter saved them,
-    else measured now on ``n_episodes`` episodes (a missing choice made now as its chapter
-    makes it). Returns ``(model, history, choices, {setting: Accuracy})``."""
+    """``(model, history, choices, {setting: Accuracy})`` of ``method`` on the fixed test
+    episodes of ``settings`` (default: its own), as its chapter saved them, else measured now on
+    ``n_episodes`` episodes."""
     model, history = trained(method, setup)
     record = load_record(method, setup)
     results = {}
@@ -171,11 +152,9 @@ def measure(method: Method, setup: Setup, n_episodes: int, settings=None):
 
 
 def measured(method: Method | str, setup: Setup, key: str, measure_now: Callable, n_episodes: int):
-    """``method``'s result ``key`` (``"digits, 5-way 1-shot"``, say) as a chapter before saved it
-    in the method's record, on ``n_episodes`` episodes; when it is missing, ``measure_now()`` (an
-    :class:`Accuracy`) measures it and the record keeps it, so that the same classifier on the
-    same episodes runs once in the book. A saved result on another number of episodes is not
-    used, nor replaced: the one measured now is returned."""
+    """``method``'s result ``key`` (``"digits, 5-way 1-shot"``) on ``n_episodes`` episodes as a
+    chapter saved it in its record; else ``measure_now()`` (an :class:`Accuracy`), kept there
+    unless a result on another number of episodes is."""
     record = load_record(method, setup)
     saved = record["results"].get(key)
     if saved is not None and len(saved.per_episode) == n_episodes:
@@ -188,8 +167,7 @@ def measured(method: Method | str, setup: Setup, key: str, measure_now: Callable
 
 
 def chosen(choices: dict, key: str, choose: Callable):
-    """``choices[key]``, the test-time choice a chapter made and saved; when it is missing (the
-    chapter has not run with this cache), ``choose()`` makes it now and it is kept there."""
+    """``choices[key]``, the test-time choice a chapter saved; else ``choose()``, kept there."""
     if key not in choices:
         choices[key] = choose()
     return choices[key]

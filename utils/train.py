@@ -20,15 +20,14 @@ from .config import Config, Setup, cache_dir, code_key
 
 
 class History(dict):
-    """Training metrics, one list per name (``history["loss"][i]`` is step ``i``'s loss),
-    the wall-clock ``seconds`` the loop took, the CPU ``threads`` PyTorch used in it, and the
-    ``device`` it ran on (set by :func:`train_or_load`, for a run trained now or loaded:
-    "cuda", or "cpu, 2 threads"; empty when unknown)."""
+    """Training metrics, one list per name (``history["loss"][i]`` is step ``i``'s loss), and
+    the loop's wall-clock ``seconds``, CPU ``threads``, ``device`` ("cuda", "cpu, 2 threads")
+    and peak memory."""
 
     seconds: float = 0.0
     threads: int | None = None
     device: str = ""
-    peak_mb: float | None = None  # the loop's peak memory (:class:`PeakMemory`), if known
+    peak_mb: float | None = None  # :class:`PeakMemory`, if known
 
 
 def _status_kb(field: str) -> int | None:
@@ -42,13 +41,9 @@ def _status_kb(field: str) -> int | None:
 
 class PeakMemory:
     """``with PeakMemory() as peak: ...``, then ``peak.mb``: how far the memory in use rose above
-    its level on entry while the block ran, in MB, and ``peak.device``, whose memory it is. When
-    the block allocated memory on a CUDA device, the most that PyTorch's allocator handed out
-    there (``torch.cuda.max_memory_allocated``). Else, on a CPU under Linux, the process's peak
-    resident memory (``VmHWM``, reset on entry through ``/proc/self/clear_refs``, after glibc's
-    ``malloc_trim`` hands freed memory back): a lower bound, as memory that the allocator still
-    keeps from earlier work is reused unseen. ``None`` where neither can be read (a CPU under
-    macOS or Windows)."""
+    its level on entry, in MB, on ``peak.device``: a CUDA device's allocator peak when the block
+    used one, else Linux's peak resident memory (``VmHWM``, reset on entry; a lower bound, as
+    memory kept from earlier work is reused unseen); ``None`` where neither can be read."""
 
     def __init__(self):
         self.mb, self.device, self._cuda, self._cpu = None, "cpu", None, None
@@ -83,11 +78,9 @@ _checkpoint: dict = {"path": None, "every": CHECKPOINT_SECONDS}  # set by :func:
 
 @contextlib.contextmanager
 def checkpointing(path: "os.PathLike | None", every: float = CHECKPOINT_SECONDS):
-    """While it lasts, :func:`fit` saves its state to ``path`` every ``every`` seconds (and
-    continues from that file when it exists), so that a run stopped midway (a killed kernel, a
-    time-limited GPU job) continues where it stopped instead of starting again.
-    :func:`train_or_load` wraps every training in it, next to the run's file, and deletes the
-    checkpoint once the run is saved. ``path=None``: no checkpoint while it lasts."""
+    """While it lasts, :func:`fit` saves its state to ``path`` every ``every`` seconds and
+    continues from that file when it exists: a run stopped midway (a killed kernel, a
+    time-limited GPU job) goes on where it stopped. ``path=None``: no checkpoint."""
     before = dict(_checkpoint)
     _checkpoint.update(path=None if path is None else Path(path), every=every)
     try:
@@ -128,8 +121,7 @@ def _restore(obj, state) -> None:
 
 
 def _save_whole(contents, path: Path) -> None:
-    """``torch.save`` to ``path`` whole or not at all: this writer's own temporary file, then
-    ``os.replace``; an interrupted save leaves the previous file as it was."""
+    """``torch.save`` to ``path`` whole or not at all (a temporary file, then ``os.replace``)."""
     tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
         torch.save(contents, tmp)
@@ -137,18 +129,6 @@ def _save_whole(contents, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _save_checkpoint(path: Path, done: int, history: dict, seconds: float, state: dict) -> None:
-    """Write the checkpoint whole or not at all (:func:`_save_whole`)."""
-    contents = {
-        "done": done,
-        "history": dict(history),
-        "seconds": seconds,
-        "rng": _rng_state(),
-        "state": {name: _state_of(obj) for name, obj in state.items()},
-    }
-    _save_whole(contents, path)
 
 
 def fit(
@@ -161,14 +141,11 @@ def fit(
     """Run ``step(batch)`` over ``batches`` with a progress bar; return the metrics ``step``
     returns (a dict of numbers per step) as a :class:`History`.
 
-    ``threads``: the CPU threads PyTorch uses in the loop (restored afterwards); ``None`` keeps
-    PyTorch's. ``state``: ``{name: object}``, the model, its optimizer and scheduler (anything
-    with ``state_dict()``) and the step's own random generators (``torch.Generator``). While
-    :func:`checkpointing` is on, a checkpoint saves them with the loop's position, its history
-    and the global generators' states; a run that finds a checkpoint draws the batches done
-    before it again without training on them and goes on from there: the same run as one never
-    stopped, bit for bit on one thread (a generator that the step uses but ``state`` does not
-    name starts again from its seed).
+    ``threads``: the CPU threads of the loop (``None``: PyTorch's). ``state``: ``{name:
+    object}``, the model, optimizer, scheduler and the step's own generators. Under
+    :func:`checkpointing` they are saved with the loop's position, history and the global
+    generators; a run that finds a checkpoint draws the batches done before it again, without
+    training on them, and goes on: the same run as one never stopped, bit for bit on one thread.
     """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
@@ -204,7 +181,17 @@ def fit(
                 )
                 if path is not None and time.perf_counter() - saved_at >= every:
                     seconds = earlier + time.perf_counter() - start
-                    _save_checkpoint(path, steps, history, seconds, state)
+                    states = {name: _state_of(obj) for name, obj in state.items()}
+                    _save_whole(
+                        dict(
+                            done=steps,
+                            history=dict(history),
+                            seconds=seconds,
+                            rng=_rng_state(),
+                            state=states,
+                        ),
+                        path,
+                    )
                     saved_at = time.perf_counter()
     finally:
         torch.set_num_threads(before)
@@ -231,14 +218,10 @@ def train_steps(
     desc: str = "training",
     threads: int | None = None,
 ) -> tuple[torch.nn.Module, History]:
-    """The book's training loop, shared by every method trained by gradient descent on a loss.
-
-    Seeds PyTorch with ``setup.seed`` and builds the model (``build()``, on ``setup.device``),
-    then for every batch (an episode, a list of episodes, or a batch of images and labels) one
-    Adam step of size ``lr`` on ``loss(model, batch)``, which returns ``(loss, accuracy)``;
-    ``schedule(optimizer)`` makes a learning-rate scheduler, stepped after every step. A
-    progress bar shows both metrics, and :func:`fit`'s history records them. Returns the
-    model, in evaluation mode, and the history.
+    """The book's training loop: seed PyTorch with ``setup.seed``, ``build()`` the model on
+    ``setup.device``, then for every batch one Adam step of size ``lr`` on ``loss(model,
+    batch)``, which returns ``(loss, accuracy)``; ``schedule(optimizer)`` makes a scheduler,
+    stepped after every step. Returns the model, in evaluation mode, and :func:`fit`'s history.
     """
     torch.manual_seed(setup.seed)  # the same initial weights, whoever calls
     model = build().to(setup.device)
@@ -264,10 +247,8 @@ def train_steps(
 
 
 def run_path(name: str, setup: Setup, config: Config | None = None) -> "os.PathLike":
-    """Where the run ``name`` of this budget, seed and ``config`` lives in the cache: the key of
-    the config's values at this budget is part of the file's name, so that a changed setting
-    finds no run and trains anew; a run without a config (the record of a method that trains
-    nothing) has no key."""
+    """Where the run ``name`` of this budget, seed and ``config`` lives in the cache, named by the
+    config's key: a changed setting finds no run."""
     key = "" if config is None else f"-{config.at(setup.budget).key()}"
     return cache_dir() / "runs" / f"{name}-{setup.budget}-seed{setup.seed}{key}.pt"
 
@@ -291,15 +272,9 @@ REDO = f"delete it or set ${RETRAIN_VAR}=1 to train again"  # what to do with a 
 
 
 def save_run(name: str, setup: Setup, config: Config | None = None, **contents) -> None:
-    """Save a run (weights, history, results, ...) of ``config`` for later chapters to reuse,
-    with the config's values; what an earlier call saved under other keys is kept, and NumPy
-    arrays are stored as lists.
-
-    The file is written whole or not at all (a temporary file, then ``os.replace``): a save
-    that is interrupted keeps the previous file, and of two processes saving the same run,
-    the last one's file is the run. With ``$FEWSHOT_RETRAIN=1`` a previous file that cannot
-    be read is replaced rather than refused.
-    """
+    """Save a run (weights, history, results, ...) of ``config`` for later chapters, whole or
+    not at all, keeping what an earlier call saved under other keys (NumPy arrays as lists).
+    With ``$FEWSHOT_RETRAIN=1`` an unreadable previous file is replaced rather than refused."""
     path = run_path(name, setup, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     if config is not None:
@@ -319,33 +294,25 @@ def save_run(name: str, setup: Setup, config: Config | None = None, **contents) 
 
 
 def load_run(name: str, setup: Setup, config: Config | None = None) -> dict | None:
-    """The run saved by :func:`save_run` with this budget, seed and config, or ``None``.
-
-    It is read safely (``weights_only=True``: tensors, numbers, strings, lists and dicts) onto
-    ``setup.device``, wherever it was trained.
-    A file that is corrupt, holds anything else, or holds another budget or seed is refused
-    with a ``RuntimeError`` that names it and says what to do.
-    """
+    """The run saved by :func:`save_run` with this budget, seed and config, or ``None``, read
+    safely (``weights_only=True``) onto ``setup.device``. A file that is corrupt, holds other
+    objects, or another budget or seed, is refused with a ``RuntimeError`` that names it."""
     path = run_path(name, setup, config)
     if not path.is_file():
         return None
     try:
         run = torch.load(path, map_location=setup.device, weights_only=True)
-    except Exception as err:
-        text = str(err)  # the safe loader's reason follows "WeightsUnpickler error:"
-        detail = (
-            text.split("WeightsUnpickler error:", 1)[-1].strip() or type(err).__name__
-        ).splitlines()[0]
-        detail = detail.split(". ")[0]
-        if "Unsupported global" in text or "Can only build" in text:
-            raise RuntimeError(
-                f"{path} holds objects other than tensors, numbers, strings, lists and dicts "
-                f"({detail}), and such a file can run code when loaded, so it is not "
-                f"loaded: {REDO}"
-            ) from err
-        raise RuntimeError(
-            f"{path} is not a readable run (corrupt, truncated, or not a run: {detail}): {REDO}"
-        ) from err
+    except Exception as err:  # the safe loader's reason follows "WeightsUnpickler error:"
+        text = str(err)
+        detail = text.split("WeightsUnpickler error:")[-1].strip().split("\n")[0].split(". ")[0]
+        unsafe = "Unsupported global" in text or "Can only build" in text
+        why = (
+            "holds objects other than tensors, numbers, strings, lists and dicts, and such a "
+            "file can run code when loaded, so it is not loaded"
+            if unsafe
+            else "is not a readable run: it is corrupt, truncated, or not a run"
+        )
+        raise RuntimeError(f"{path} {why} ({detail or type(err).__name__}): {REDO}") from err
     if not isinstance(run, dict):
         raise RuntimeError(f"{path} holds a {type(run).__name__}, not a run (a dict): {REDO}")
     for key, expected in (("budget", setup.budget), ("seed", setup.seed)):
@@ -362,8 +329,7 @@ PROBE_STEPS = 3  # full-budget steps measured on a GPU before a quick run
 
 def full_budget_seconds(setup: Setup, train: Callable, config: Config) -> tuple[float, int]:
     """``(seconds a step, steps)`` of ``train`` at the full budget on ``setup.device``: the mean
-    of :data:`PROBE_STEPS` full-budget steps measured now (the first one's warm-up included, so
-    the estimate errs high), and the full budget's number of steps."""
+    of :data:`PROBE_STEPS` steps measured now (warm-up included: it errs high)."""
     from dataclasses import replace
 
     from .config import Budget
@@ -382,17 +348,11 @@ def train_or_load(
     config: Config,
     build: Callable[[], torch.nn.Module],
 ):
-    """``train(setup, config)`` (which returns ``(model, history)``) and save the weights, the
-    history (with its device, CPU threads and its loop's peak memory) and the config as run
-    ``run``; or, when this budget, seed and config were trained before, ``build()`` the model
-    and load them instead, onto ``setup.device``, unless the code of ``train``, ``build`` and
-    ``config`` changed since (:func:`utils.config.code_key`, saved with the run): then it trains
-    again. ``$FEWSHOT_RETRAIN=1`` trains anyway. While
-    it trains, the loop saves a checkpoint beside the run's file every minute
-    (:func:`checkpointing`, named by the code's key too): a training stopped midway continues
-    from it when called again with the same code. A
-    saved run whose weights do not fit ``build()``'s model is refused with a ``RuntimeError``
-    that says what to do. Returns ``(model, history)``."""
+    """``(model, history)``: ``train(setup, config)``, saved as run ``run`` (weights, history,
+    config, code key); or, when the same budget, seed, config and code
+    (:func:`utils.config.code_key`) trained before, ``build()`` with the saved weights.
+    ``$FEWSHOT_RETRAIN=1`` trains anyway. A training saves a checkpoint every minute
+    (:func:`checkpointing`) and continues from it when called again with the same code."""
     path, code = run_path(run, setup, config), code_key(train, build, config)
     saved = None if os.environ.get(RETRAIN_VAR) == "1" else load_run(run, setup, config)
     if saved is not None and "model" in saved and saved.get("code") != code:
