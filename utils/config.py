@@ -64,13 +64,14 @@ def check_device(device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         dev = None
-    here = ", ".join(_available())
+    available = _available()
+    here = ", ".join(available)
     if dev is None or dev.type not in DEVICES:
         raise ValueError(
             f"unknown device {device!r}: allowed are {', '.join(DEVICES)} (or cuda:N for GPU N); "
             f"this machine has {here}, or leave device=None to pick the best of them"
         )
-    if (f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type) not in _available():
+    if (f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type) not in available:
         raise ValueError(
             f"device {device!r} is not available on this machine: it has {here}; pass one of "
             "them, or leave device=None to pick the best"

@@ -131,6 +131,18 @@ def _save_whole(contents, path: Path) -> None:
         raise
 
 
+def _save_checkpoint(path: Path, done: int, history: dict, seconds: float, state: dict) -> None:
+    """Write :func:`fit`'s checkpoint whole or not at all (:func:`_save_whole`)."""
+    contents = {
+        "done": done,
+        "history": dict(history),
+        "seconds": seconds,
+        "rng": _rng_state(),
+        "state": {name: _state_of(obj) for name, obj in state.items()},
+    }
+    _save_whole(contents, path)
+
+
 def fit(
     step: Callable[[Any], dict],
     batches: Iterable,
@@ -181,17 +193,7 @@ def fit(
                 )
                 if path is not None and time.perf_counter() - saved_at >= every:
                     seconds = earlier + time.perf_counter() - start
-                    states = {name: _state_of(obj) for name, obj in state.items()}
-                    _save_whole(
-                        dict(
-                            done=steps,
-                            history=dict(history),
-                            seconds=seconds,
-                            rng=_rng_state(),
-                            state=states,
-                        ),
-                        path,
-                    )
+                    _save_checkpoint(path, steps, history, seconds, state)
                     saved_at = time.perf_counter()
     finally:
         torch.set_num_threads(before)
