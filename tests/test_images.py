@@ -1,5 +1,6 @@
-"""A reader's own images (``utils.images``): the book's convention, worked out by hand on drawn
-rectangles, and every bad input refused with an error that names it, nothing written.
+"""A reader's own images (chapter 13's ``preprocess``, ``load_support``, ``load_query``): the
+book's convention, worked out by hand on drawn rectangles, and every bad input refused with an
+error that names it, nothing written.
 
 As in ``test_cores.py``, the preprocessing check is run on broken variants too (no inversion, no
 crop, no margin, 0-255 values), each of which it must catch. The example folder of chapter 13 is
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 
 from utils import glyphs
-from utils import images as I
+from utils import methods as I
 
 
 def page(h=100, w=50, box=(30, 20, 40, 20), ink=0.0, paper=1.0):

@@ -110,7 +110,7 @@ def test_a_missing_run_is_announced_then_trained(monkeypatch, tmp_path, capsys):
     from utils import methods  # noqa: F401
     from utils import registry
     from utils.config import setup
-    from utils.images import load_query, load_support
+    from utils.methods import load_query, load_support
 
     monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
     monkeypatch.setattr(registry, "trained", lambda m, S: (m.build(), None))

@@ -9,8 +9,8 @@ named after the class, with one or more images of it (torchvision's ImageFolder 
     DIR/cat/1.png  DIR/cat/2.png  DIR/dog/1.jpg  ...
 
 Images may be any size up to 4096x4096, any polarity (dark ink on light paper or the reverse),
-color, gray, 16-bit or transparent: they are brought to the book's 28x28 convention
-(utils/images.py). The method's model is the quick run of its chapter, from the book's cache
+color, gray, 16-bit or transparent: they are brought to the book's 28x28 convention (chapter
+13's preprocess). The method's model is the quick run of its chapter, from the book's cache
 ($FEWSHOT_CACHE), else trained first as that chapter trains it. --weights FILE loads other
 weights of the same model (benchmarks/results/curves/weights/protonet-16x-seed0.pt, say).
 """
@@ -24,7 +24,7 @@ import sys
 import torch
 
 from .evaluate import SETTINGS
-from .images import load_query, load_support
+from .methods import load_query, load_support
 
 
 def max_classes(method) -> int:
@@ -49,7 +49,6 @@ def load_classifier(name: str, S, n_way: int, k_shot: int, weights=None):
     trained run of ``S.budget`` (:func:`utils.registry.trained`: from the cache, else trained now,
     which it says first) or the state dict in the file ``weights``, and the test-time choices its
     chapter saved (else made now on validation episodes, as the chapter makes them)."""
-    from . import methods  # noqa: F401  (importing it registers every method)
     from .config import cache_dir
     from .registry import METHODS, load_record, trained
     from .train import load_run
@@ -83,7 +82,6 @@ def main(argv=None) -> int:
     """The command line (see the module's docstring); returns the exit status: 0; 2 with one
     line on stderr for bad input; 1 with the reason when the model can be neither loaded nor
     trained (no Omniglot to train on, say)."""
-    from . import methods  # noqa: F401  (importing it registers every method)
     from .config import setup
     from .registry import METHODS
 
@@ -105,7 +103,7 @@ def main(argv=None) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # setup's and training's messages
             S = setup(seed=0)
             most = max_classes(METHODS[args.method])
-            support, labels, classes, _ = load_support(args.support, max_classes=most)
+            support, labels, classes, _ = load_support(args.support, at_most=most)
             query, files = load_query(args.images)
             shots = int(torch.bincount(labels).min())
             classify = load_classifier(args.method, S, len(classes), shots, args.weights)
