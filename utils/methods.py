@@ -8,6 +8,7 @@ import copy
 import math
 import numpy as np
 import os
+import shutil
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
@@ -1965,3 +1966,69 @@ def load_query(paths, preprocess=preprocess):
     if not files:
         raise ValueError(f"no query image in {', '.join(map(str, paths)) or 'no paths given'}")
     return torch.stack([preprocess(read_gray(f), str(f)) for f in files]), files
+
+
+GLYPHS = {  # class folder -> character: mathematical operators, in every DejaVu face
+    "circled-plus": "\u2295",
+    "for-all": "\u2200",
+    "infinity": "\u221e",
+    "integral": "\u222b",
+    "partial": "\u2202",
+}
+
+
+QUERY_FONTS = (  # the support set is in DejaVuSans
+    "DejaVuSans-Bold",
+    "DejaVuSans-Oblique",
+    "DejaVuSans-BoldOblique",
+    "DejaVuSerif",
+    "DejaVuSerif-Bold",
+    "DejaVuSerif-Italic",
+    "DejaVuSerif-BoldItalic",
+    "DejaVuSansMono",
+    "DejaVuSansMono-Bold",
+    "DejaVuSansMono-Oblique",
+    "DejaVuSansMono-BoldOblique",
+)
+
+
+def render_glyph(char: str, font: str, size: int = 105) -> Image.Image:
+    """``char`` in the DejaVu face ``font`` (a file name of matplotlib's fonts, without
+    ``.ttf``), black on white, centred in a ``size`` x
+    ``size`` grayscale image. A character the face lacks is refused with a ``ValueError``."""
+    import matplotlib
+    from matplotlib.ft2font import FT2Font
+    from PIL import ImageDraw, ImageFont
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / f"{font}.ttf"
+    if FT2Font(str(path)).get_char_index(ord(char)) == 0:
+        raise ValueError(f"{font} has no glyph for U+{ord(char):04X}")
+    image = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(image)
+    face = ImageFont.truetype(str(path), 64)
+    left, top, right, bottom = draw.textbbox((0, 0), char, font=face)
+    x, y = (size - (right - left)) // 2 - left, (size - (bottom - top)) // 2 - top
+    draw.text((x, y), char, fill=0, font=face)
+    return image
+
+
+def make_glyphs(out: Path) -> list[Path]:
+    """Write the example folder into ``out`` (its ``support/`` and ``query/`` replaced, nothing
+    else touched): ``support/<class>/DejaVuSans.png`` and ``query/<class>/<font>.png``, a face
+    that draws a symbol exactly as another left out; return the images written."""
+    import shutil
+
+    for part in ("support", "query"):
+        shutil.rmtree(out / part, ignore_errors=True)
+    written = []
+    for name, char in GLYPHS.items():
+        made = set()  # the pixels of this symbol's images so far: a duplicate is left out
+        for part, fonts in (("support", ("DejaVuSans",)), ("query", QUERY_FONTS)):
+            (out / part / name).mkdir(parents=True, exist_ok=True)
+            for font in fonts:
+                image = render_glyph(char, font)
+                if image.tobytes() not in made:
+                    made.add(image.tobytes())
+                    written.append(out / part / name / f"{font}.png")
+                    image.save(written[-1], optimize=True)  # no metadata chunks
+    return written
