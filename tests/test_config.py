@@ -149,6 +149,22 @@ def test_code_key_follows_the_code_a_method_uses(tmp_path, monkeypatch):
     assert config.code_key(a.train) == config.code_key(c.train) == config.code_key()
 
 
+def test_code_key_follows_the_settings_a_class_inherits(tmp_path, monkeypatch):
+    """A chapter's settings that extend another chapter's (chapter 10's hallucination settings
+    extend chapter 5's) change key when the settings they inherit change."""
+    text = (
+        "from dataclasses import dataclass\n\n\n@dataclass(frozen=True)\nclass Base:\n"
+        "    lr: float = 0.1\n\n\n@dataclass(frozen=True)\nclass More(Base):\n    m: int = 5\n"
+    )
+    keys = []
+    for t in (text, text.replace("0.1", "0.3")):
+        namespace = {"__name__": "__main__"}
+        exec(compile(t, str(tmp_path / "cell.py"), "exec"), namespace)
+        monkeypatch.setattr(config, "CODE_MODULES", ("__main__",))
+        keys.append(config.code_key(namespace["More"]))
+    assert keys[0] != keys[1]
+
+
 def test_code_key_of_a_notebooks_class_is_the_modules(tmp_path, monkeypatch):
     """A class defined in a notebook (its source in linecache, as IPython keeps a cell's, but
     no module file to read a class from) has the key of the same class in a module: a record

@@ -76,6 +76,24 @@ def test_register_keeps_one_method_per_name(monkeypatch):
     assert list(R.METHODS) == ["toy method"] and R.METHODS["toy method"] is again is not first
 
 
+def test_method_code_follows_the_methods_it_uses(monkeypatch):
+    """A method that classifies with another method's trained model (chapter 10's DAGAN copies
+    with chapter 5's network) changes key when that method's code does."""
+    from utils import config
+
+    monkeypatch.setattr(config, "CODE_MODULES", (__name__,))
+    monkeypatch.setattr(R, "METHODS", {})
+    R.register(toy_method([]))
+    user = replace(toy_method([]), name="user", uses=("toy method",))
+    key = R.method_code(user)
+
+    def other_train(S, config):
+        return torch.nn.Linear(1, 1), fit(lambda b: {"loss": b}, [2.0], desc="other")
+
+    R.register(toy_method([], train=other_train))
+    assert R.method_code(user) != key
+
+
 def test_chosen_makes_a_missing_choice_once():
     calls = []
     choices = {"steps": 3}

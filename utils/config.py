@@ -260,6 +260,8 @@ def code_key(*objects) -> str:
             continue
         seen.add(id(obj))
         shapes.append(f"{obj.__qualname__}:{_shape(obj)}")
+        if inspect.isclass(obj):
+            todo += list(obj.__bases__)  # a chapter's base class: its settings are inherited
         members = [obj] if inspect.isfunction(obj) else list(vars(obj).values())
         for f in members:
             f = getattr(f, "__func__", f)

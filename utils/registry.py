@@ -9,6 +9,7 @@ test-time choices made on validation episodes (:func:`chosen`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -75,10 +76,15 @@ RECORD_PROTOCOL = "non-transductive"
 
 def method_code(method: Method) -> str:
     """The key of ``method``'s code (:func:`utils.config.code_key`): its trainer, model,
-    classifiers and settings. A result saved with another key is measured again."""
-    return code_key(
+    classifiers and settings, and those of the methods it ``uses``. A result saved with another
+    key is measured again."""
+    key = code_key(
         method.train, method.build, method.classifier, method.transductive, method.config
     )
+    if not method.uses:
+        return key
+    used = "".join(method_code(METHODS[name]) for name in method.uses)
+    return hashlib.sha256((key + used).encode()).hexdigest()[:8]
 
 
 def register(method: Method) -> Method:
