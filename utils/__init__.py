@@ -10,6 +10,8 @@ One module per job, imported by the chapters:
 - :mod:`utils.train`    the training loop, and runs saved by name, budget, seed and config
 - :mod:`utils.registry` the methods, as their chapters register them, and what they measured
 - :mod:`utils.plots`    pictures of episodes and training curves
+- :mod:`utils.predict`  ``python -m utils.predict``: your own images, classified (chapter 13)
+- :mod:`utils.methods`  generated from the chapters' ``#@save`` cells (``make methods``)
 
 The idea that a chapter teaches is written in the chapter, not here.
 """
