@@ -156,11 +156,11 @@ def test_code_key_follows_the_settings_a_class_inherits(tmp_path, monkeypatch):
         "from dataclasses import dataclass\n\n\n@dataclass(frozen=True)\nclass Base:\n"
         "    lr: float = 0.1\n\n\n@dataclass(frozen=True)\nclass More(Base):\n    m: int = 5\n"
     )
+    monkeypatch.setattr(config, "CODE_MODULES", ("__main__",))
     keys = []
     for t in (text, text.replace("0.1", "0.3")):
         namespace = {"__name__": "__main__"}
         exec(compile(t, str(tmp_path / "cell.py"), "exec"), namespace)
-        monkeypatch.setattr(config, "CODE_MODULES", ("__main__",))
         keys.append(config.code_key(namespace["More"]))
     assert keys[0] != keys[1]
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 from utils.config import Budget, Config
-from utils.data import load_split
+from utils.data import SIZE, load_split
 from utils.episodes import Episode, Episodes, N_QUERY
 from utils.evaluate import Accuracy, SETTINGS, choose_on_validation, choose_steps_on_validation
 from utils.models import conv4, conv_block, embed_once
@@ -1873,9 +1873,6 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
             f"{path} is not an image that can be read ({why}); allowed are complete image files "
             "(PNG, JPEG, BMP, GIF, TIFF, WebP)"
         ) from err
-
-
-SIZE = 28  # the book's images are SIZE x SIZE
 
 
 INK_BOX = 18  # the side of the ink's box in a 28x28 image (Omniglot's median)
