@@ -253,27 +253,6 @@ def _every_step(checkpointing):
     return lambda path: checkpointing(path, every=0.0)
 
 
-def test_full_budget_seconds_measures_a_few_full_steps():
-    from dataclasses import dataclass
-
-    from utils.config import Budget, Config
-    from utils.train import PROBE_STEPS, full_budget_seconds
-
-    @dataclass(frozen=True)
-    class Probe(Config):
-        steps: int = Budget(quick=10, full=60_000)
-
-    seen = []
-
-    def train(S, config):
-        c = config.at(S.budget)
-        seen.append((S.budget, c.steps))
-        return None, fit(lambda _: {}, range(c.steps))
-
-    per_step, steps = full_budget_seconds(Setup("quick", torch.device("cpu"), 0), train, Probe())
-    assert seen == [("full", PROBE_STEPS)] and steps == 60_000 and per_step >= 0
-
-
 def test_runs_have_the_budget_seed_and_key_in_their_names(monkeypatch, tmp_path):
     from utils.train import run_path
 

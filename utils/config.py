@@ -153,11 +153,7 @@ def setup(seed: int = 0, budget: str | None = None, device: str | None = None) -
     s = Setup(budget, dev, seed)
     print(s)
     if dev.type != "cpu" and budget == "quick":
-        print(
-            f"A {dev.type.upper()} device is here: {BUDGET_VAR}=full (or setup(budget='full')) "
-            "trains with the papers' settings; each quick run below first measures a few of "
-            "its full-budget steps here and prints what the full run would cost."
-        )
+        print(f"A {dev.type.upper()} is here: {BUDGET_VAR}=full trains with the papers' settings.")
     return s
 
 

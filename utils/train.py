@@ -326,23 +326,6 @@ def load_run(name: str, setup: Setup, config: Config | None = None) -> dict | No
     return _plain(run)
 
 
-PROBE_STEPS = 3  # full-budget steps measured on a GPU before a quick run
-
-
-def full_budget_seconds(setup: Setup, train: Callable, config: Config) -> tuple[float, int]:
-    """``(seconds a step, steps)`` of ``train`` at the full budget on ``setup.device``: the mean
-    of :data:`PROBE_STEPS` steps measured now (warm-up included: it errs high)."""
-    from dataclasses import replace
-
-    from .config import Budget
-
-    full = config.at("full")
-    probe = replace(config, steps=Budget(quick=PROBE_STEPS, full=PROBE_STEPS))
-    with checkpointing(None):
-        _, history = train(replace(setup, budget="full"), probe)
-    return history.seconds / PROBE_STEPS, full.steps
-
-
 def train_or_load(
     run: str,
     setup: Setup,
@@ -377,13 +360,6 @@ def train_or_load(
             f"on {history.device}) from {path}; set {RETRAIN_VAR}=1 to train again"
         )
         return model, history
-    if setup.device.type != "cpu" and setup.budget == "quick" and hasattr(config, "steps"):
-        per_step, steps = full_budget_seconds(setup, train, config)
-        print(
-            f"{run}: the full budget ({steps:,} steps) would train for about "
-            f"{per_step * steps / 60:,.0f} minutes on this {setup.device.type} (measured on "
-            f"{PROBE_STEPS} steps, {per_step:.3f} s each); FEWSHOT_BUDGET=full runs it"
-        )
     checkpoint = path.with_name(f"{path.stem}.{code}.checkpoint.pt")  # of this code alone
     path.parent.mkdir(parents=True, exist_ok=True)
     if os.environ.get(RETRAIN_VAR) == "1":
