@@ -132,7 +132,7 @@ def section_conv4(device: torch.device, run: dict, peak: dict | None) -> list[di
     float32 peak (``peak``: the row of :func:`section_peak`; None leaves the fraction out)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from utils.models import conv4
+    from utils.methods import conv4
 
     rows = []
     for batch in run["batches"]:

@@ -132,20 +132,3 @@ def test_rotations_are_extra_classes(real):
     assert torch.equal(train.images[1], torch.rot90(train.images[0], 1, dims=(-2, -1)))
     test = data.load_split("test")
     assert len(test) == 423 and test.alphabets[0] == test.names[0].split("/")[0]
-
-
-def test_digits_domain_is_omniglot_shaped():
-    pytest.importorskip("sklearn")
-    digits = data.load_domain("digits")
-    assert digits.images.shape == (10, 174, 28, 28) and digits.images.dtype == torch.float32
-    assert 0 <= digits.images.min() and digits.images.max() <= 1
-    assert digits.names == [f"digits/{d}" for d in range(10)]
-    border = torch.ones(28, 28, dtype=torch.bool)
-    border[4:24, 4:24] = False
-    assert digits.images[..., border].abs().max() == 0  # a 20x20 box centred in 28x28
-    assert digits.images.mean() > 0.05  # bright strokes on black: ink, not background
-
-
-def test_unknown_domain_is_named():
-    with pytest.raises(ValueError, match="unknown domain 'svhn': allowed are omniglot, digits"):
-        data.load_domain("svhn")

@@ -110,6 +110,19 @@ def test_classes_with_more_images_than_omniglot():
         Episodes(classes, n_way=3, k_shot=10, n_query=41, n_episodes=1)
 
 
-def test_unknown_test_domain_is_named():
-    with pytest.raises(ValueError, match="unknown domain 'cifar'"):
-        fixed_test_episodes(5, 1, domain="cifar")
+def test_digits_are_omniglot_shaped():
+    """Chapter 9's digits: the book's convention, and episodes drawn from them as from Omniglot."""
+    pytest.importorskip("sklearn")
+    from utils.methods import digits_test_episodes, load_digits_classes
+
+    digits = load_digits_classes()
+    assert digits.images.shape == (10, 174, 28, 28) and digits.images.dtype == torch.float32
+    assert 0 <= digits.images.min() and digits.images.max() <= 1
+    assert digits.names == [f"digits/{d}" for d in range(10)]
+    border = torch.ones(28, 28, dtype=torch.bool)
+    border[4:24, 4:24] = False
+    assert digits.images[..., border].abs().max() == 0  # a 20x20 box centred in 28x28
+    assert digits.images.mean() > 0.05  # bright strokes on black: ink, not background
+    ep = digits_test_episodes(5, 1, n_episodes=2)[1]
+    assert ep.support.shape == (5, 1, 28, 28) and ep.query.shape == (75, 1, 28, 28)
+    assert torch.equal(digits_test_episodes(5, 1, n_episodes=3)[1].query, ep.query)  # fixed

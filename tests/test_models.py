@@ -2,7 +2,7 @@ import copy
 
 import torch
 
-from utils.models import conv4, conv_block, embed_once, n_parameters
+from utils.methods import conv4, conv_block, embed_once, n_parameters
 
 
 def test_conv4_maps_28x28_to_64():

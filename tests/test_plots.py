@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from utils.episodes import Episodes  # noqa: E402
-from utils.plots import bar_with_ci, plot_history, show_episode, show_images  # noqa: E402
+from utils.methods import bar_with_ci, plot_history, show_episode, show_images  # noqa: E402
 from test_episodes import numbered_classes  # noqa: E402
 
 

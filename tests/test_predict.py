@@ -1,6 +1,7 @@
-"""The command line ``python -m utils.predict``: its output on the book's example folder, its
-help, and one line on stderr, no traceback, for bad input. The trained model is replaced by a
-nearest class mean on pixels (no training, no cache), so the file takes seconds."""
+"""The command line ``python -m utils.predict`` (chapter 13's ``predict_main``): its output on
+the book's example folder, its help, and one line on stderr, no traceback, for bad input. The
+trained model is replaced by a nearest class mean on pixels (no training, no cache), so the file
+takes seconds."""
 
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils import predict
+from utils import methods as predict
 from utils.registry import Method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,8 @@ def fake(monkeypatch):
 
 def test_prints_the_top_classes_of_each_image(fake, capsys):
     query = GLYPHS / "query" / "infinity"
-    assert predict.main(["--support", str(GLYPHS / "support"), str(query), "--top", "2"]) == 0
+    args = ["--support", str(GLYPHS / "support"), str(query), "--top", "2"]
+    assert predict.predict_main(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert fake == dict(name="ProtoNet", n_way=5, k_shot=1, weights=None)
     assert out[0] == "ProtoNet, 5 classes, 5 support images"
@@ -71,14 +73,13 @@ def test_bad_input_is_one_line_without_traceback(fake, capsys, args, message, tm
         for c in "abcdef":
             (tmp_path / c).mkdir()
         args[args.index(str(GLYPHS))] = str(tmp_path)
-    assert predict.main(args) == 2
+    assert predict.predict_main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1], err
     assert not any("Traceback" in line for line in err)
 
 
 def test_max_classes():
-    from utils import methods  # noqa: F401
     from utils.registry import METHODS
 
     assert predict.max_classes(METHODS["MAML"]) == 5
@@ -107,13 +108,11 @@ def test_probabilities_of_scores_and_of_labels():
 def test_a_missing_run_is_announced_then_trained(monkeypatch, tmp_path, capsys):
     """With an empty cache, load_classifier says which chapter's code trains the run, then trains
     it (here a stand-in for the training returns an untrained network at once)."""
-    from utils import methods  # noqa: F401
-    from utils import registry
     from utils.config import setup
     from utils.methods import load_query, load_support
 
     monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
-    monkeypatch.setattr(registry, "trained", lambda m, S: (m.build(), None))
+    monkeypatch.setattr(predict, "trained", lambda m, S: (m.build(), None))
     S = setup(seed=0)
     classify = predict.load_classifier("ProtoNet", S, 5, 1)
     out = capsys.readouterr().out
@@ -129,12 +128,12 @@ def test_no_data_to_train_on_is_exit_status_1_without_traceback(monkeypatch, cap
 
     monkeypatch.setattr(predict, "load_classifier", no_omniglot)
     args = ["--support", str(GLYPHS / "support"), str(GLYPHS / "query" / "partial")]
-    assert predict.main(args) == 1
+    assert predict.predict_main(args) == 1
     err = capsys.readouterr().err
     assert "error: Omniglot was not found" in err and "Traceback" not in err
 
 
 def test_top_must_be_positive(capsys):
     with pytest.raises(SystemExit) as exit:
-        predict.main(["--support", str(GLYPHS / "support"), "--top", "0", "x.png"])
+        predict.predict_main(["--support", str(GLYPHS / "support"), "--top", "0", "x.png"])
     assert exit.value.code == 2 and "--top must be at least 1, got 0" in capsys.readouterr().err

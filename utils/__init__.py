@@ -6,10 +6,8 @@ One module per job, imported by the chapters:
 - :mod:`utils.data`     Omniglot: finding, loading, caching, splits
 - :mod:`utils.episodes` N-way K-shot episodes and the fixed test episodes
 - :mod:`utils.evaluate` accuracy with a 95 % confidence interval
-- :mod:`utils.models`   the Conv-4 backbone of the papers
 - :mod:`utils.train`    the training loop, and runs saved by name, budget, seed and config
 - :mod:`utils.registry` the methods, as their chapters register them, and what they measured
-- :mod:`utils.plots`    pictures of episodes and training curves
 - :mod:`utils.predict`  ``python -m utils.predict``: your own images, classified (chapter 13)
 - :mod:`utils.methods`  generated from the chapters' ``#@save`` cells (``make methods``)
 

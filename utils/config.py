@@ -207,7 +207,7 @@ class Config:
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-CODE_MODULES = ("__main__", "utils.methods", "utils.models")  # where the methods' code lives
+CODE_MODULES = ("__main__", "utils.methods")  # where the methods' code lives
 
 
 def _shape(obj) -> str:

@@ -257,38 +257,3 @@ def load_split(split: str, rotations: bool | None = None, root=None) -> ClassSet
 @functools.lru_cache(maxsize=2)
 def _load_cached(root) -> Omniglot:
     return load_omniglot(root)
-
-
-# Other domains than Omniglot, for tests across domains: same stroke convention (bright strokes
-# on black, floats in [0, 1], 28x28), the same ClassSet, and the same kind of errors.
-DOMAINS = ("omniglot", "digits")
-
-
-def _classes(images: torch.Tensor, labels: torch.Tensor, name: str) -> ClassSet:
-    """A ClassSet of ``images`` ``[n, 28, 28]``: as many of each class as the smallest has."""
-    classes = sorted(int(c) for c in labels.unique())
-    per_class = min(int((labels == c).sum()) for c in classes)
-    x = torch.stack([images[labels == c][:per_class] for c in classes])
-    return ClassSet(x, [f"{name}/{c}" for c in classes], [name] * len(classes))
-
-
-@functools.lru_cache(maxsize=4)
-def load_domain(name: str) -> ClassSet:
-    """The classes of a domain at 28x28 with bright strokes: ``"omniglot"``, the test split;
-    ``"digits"``, scikit-learn's handwritten digits (offline; 8x8 scaled to 20x20 and centred
-    in 28x28 as MNIST's are; 174 images per class)."""
-    if name not in DOMAINS:
-        raise ValueError(f"unknown domain {name!r}: allowed are {', '.join(DOMAINS)}")
-    if name == "omniglot":
-        return load_split("test")
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:
-        raise RuntimeError(
-            "the digits domain needs scikit-learn: pip install scikit-learn"
-        ) from err
-    digits = load_digits()
-    x = torch.from_numpy(digits.images).float().div(16).unsqueeze(1)  # 0..16 -> [0, 1]
-    x = torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", antialias=True)
-    x = torch.nn.functional.pad(x, (4, 4, 4, 4))  # a 20x20 box in 28x28, as MNIST's digits
-    return _classes(x[:, 0].clamp(0, 1), torch.from_numpy(digits.target), "digits")

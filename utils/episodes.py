@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from .data import DOMAINS, ClassSet, load_domain, load_split
+from .data import ClassSet, load_split
 
 TEST_SEED = 20170301  # one fixed set of test tasks for the whole book
 
@@ -118,19 +118,14 @@ def fixed_test_episodes(
     n_query: int = N_QUERY,
     n_episodes: int = 600,
     within_alphabet: bool = False,
-    domain: str = "omniglot",
 ) -> Episodes:
     """The book's fixed test episodes on the Vinyals test split (423 characters).
 
     Every chapter evaluates on these, so methods are compared on the same tasks; a
-    smaller ``n_episodes`` gives the first episodes of the same sequence. ``domain`` other
-    than ``"omniglot"`` draws the same kind of episodes from another data set's classes
-    (:func:`utils.data.load_domain`): a test across domains.
+    smaller ``n_episodes`` gives the first episodes of the same sequence.
     """
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}: allowed are {', '.join(DOMAINS)}")
     return Episodes(
-        load_split("test") if domain == "omniglot" else load_domain(domain),
+        load_split("test"),
         n_way,
         k_shot,
         n_query,
