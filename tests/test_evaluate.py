@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from utils.episodes import N_QUERY, Episodes, fixed_test_episodes
-from utils.evaluate import Accuracy, evaluate, evaluate_along, mean_ci95, results_table
+from utils.evaluate import Accuracy, evaluate, evaluate_along, mean_ci95
+from utils.methods import results_table
 from test_episodes import numbered_classes
 
 
@@ -136,7 +137,8 @@ def test_choosing_steps_along_one_adaptation_is_choosing_each_alone(real):
 
 
 def test_paired_difference():
-    from utils.evaluate import Accuracy, mean_ci95, paired_difference
+    from utils.evaluate import Accuracy, mean_ci95
+    from utils.methods import paired_difference
 
     a, b = Accuracy(np.array([0.9, 0.8, 1.0, 0.7])), Accuracy(np.array([0.8, 0.8, 0.9, 0.5]))
     d, h = paired_difference(a, b)
@@ -147,7 +149,8 @@ def test_paired_difference():
 
 
 def test_compare_says_which_is_better_or_that_no_difference_shows():
-    from utils.evaluate import Accuracy, compare
+    from utils.evaluate import Accuracy
+    from utils.methods import compare
 
     a = Accuracy(np.array([1.0, 0.9, 1.0, 0.8, 1.0, 0.9]))
     worse = Accuracy(a.per_episode - 0.1)  # 10 points lower on every episode: interval 0

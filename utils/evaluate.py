@@ -50,40 +50,6 @@ class Accuracy:
         return f"{self.mean:.2f} ± {self.ci95:.2f} %"
 
 
-def paired_difference(a: Accuracy, b: Accuracy) -> tuple[float, float]:
-    """The mean of ``a - b`` episode by episode, and the half-width of its 95 % interval, in
-    points: two methods compared on the same episodes (a different number of episodes is refused
-    with a ``ValueError``)."""
-    if len(a.per_episode) != len(b.per_episode):
-        raise ValueError(
-            f"paired_difference needs the same episodes, got {len(a.per_episode)} and "
-            f"{len(b.per_episode)} per-episode accuracies"
-        )
-    mean, half = mean_ci95(np.asarray(a.per_episode) - np.asarray(b.per_episode))
-    return 100 * mean, 100 * half
-
-
-def compare(
-    a: Accuracy, b: Accuracy, name_a: str = "a", name_b: str = "b", paired: bool = True
-) -> str:
-    """One sentence: the difference ``a - b`` in points with its 95 % interval, and whether one
-    is better. ``paired``: on the same episodes (:func:`paired_difference`); else the two
-    intervals combine."""
-    if paired:
-        d, half = paired_difference(a, b)
-        how = f"paired, {len(a.per_episode)} episodes"
-    else:
-        d, half = a.mean - b.mean, float(np.hypot(a.ci95, b.ci95))
-        how = f"{len(a.per_episode)} and {len(b.per_episode)} episodes"
-    if d - half > 0:
-        verdict = f"{name_a} is better"
-    elif d + half < 0:
-        verdict = f"{name_b} is better"
-    else:
-        verdict = "no difference shows at this number of episodes"
-    return f"{name_a} - {name_b}: {d:+.1f} ± {half:.1f} points ({how}): {verdict}"
-
-
 def _episode_accuracy(pred, ep: Episode) -> float:
     """The fraction of ``ep``'s query images that ``pred`` (scores ``[N*Q, N]`` or labels
     ``[N*Q]``; anything else is refused with a ``ValueError``) classifies right."""
@@ -207,56 +173,3 @@ def choose_steps_on_validation(
 
 # The three settings of the papers' tables: (n_way, k_shot).
 SETTINGS = {"5-way 1-shot": (5, 1), "5-way 5-shot": (5, 5), "20-way 1-shot": (20, 1)}
-
-
-def evaluate_settings(
-    classify, n_episodes: int, device=None, settings: dict = SETTINGS, n_query: int = N_QUERY
-) -> dict[str, Accuracy]:
-    """Evaluate ``classify`` on the book's fixed test episodes of each setting
-    (``{"5-way 1-shot": (5, 1), ...}``) and print one line per setting."""
-    from .episodes import fixed_test_episodes
-
-    results = {}
-    for name, (n_way, k_shot) in settings.items():
-        results[name] = evaluate(
-            classify, fixed_test_episodes(n_way, k_shot, n_query, n_episodes), device, desc=name
-        )
-        print(f"{name:>16}: {results[name]}  ({n_episodes} episodes)")
-    return results
-
-
-def results_table(
-    rows: dict[str, dict[str, Accuracy]],
-    paper: dict[str, dict[str, float]] | None = None,
-    cite: str = "paper",
-) -> str:
-    """A Markdown table, a row per method and a column per setting (mean ± 95 % CI), with the
-    papers' numbers, if given, in rows marked ``cite`` and the protocols' difference below."""
-    settings = list(dict.fromkeys(s for r in rows.values() for s in r))
-    lines = ["| method | " + " | ".join(settings) + " |", "|:---" + "|---:" * len(settings) + "|"]
-    for method, res in rows.items():
-        lines.append(
-            f"| {method} | " + " | ".join(str(res[s]) if s in res else "" for s in settings) + " |"
-        )
-    for method, nums in (paper or {}).items():
-        lines.append(
-            f"| {method} ({cite}) | "
-            + " | ".join(f"{nums[s]:.1f} %" if s in nums else "" for s in settings)
-            + " |"
-        )
-    if paper:
-        counts = sorted({len(a.per_episode) for r in rows.values() for a in r.values()})
-        lines += [
-            "",
-            PROTOCOL.format(episodes=" or ".join(f"{n:,}" for n in counts), n_query=N_QUERY),
-        ]
-    return "\n".join(lines)
-
-
-# What differs between the book's numbers and the papers' (chapter 1 says it in full).
-PROTOCOL = (
-    "*Protocol (chapter 1): ours on {episodes} fixed test episodes of {n_query} query images "
-    "per class, the test characters unrotated, the models trained on the training split; the "
-    "published numbers on the papers' own episodes, with rotated test characters and training "
-    "on training + validation.*"
-)
