@@ -16,7 +16,7 @@ def test_confidence_interval_formula():
     mean, half = mean_ci95(v)
     sample_std = math.sqrt(sum((x - 0.775) ** 2 for x in v) / 3)
     assert mean == pytest.approx(0.775)
-    assert half == pytest.approx(3.1824 * sample_std / 2, rel=1e-4)  # Student's t, 3 degrees
+    assert half == pytest.approx(3.182446 * sample_std / 2)  # Student's t, 3 degrees of freedom
 
 
 def test_t_quantiles_of_the_tables():
